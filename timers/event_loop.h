@@ -1,0 +1,121 @@
+// One event loop per host CPU: a pinned thread that owns a min-heap of
+// cyclics and ONE timerfd armed (TFD_TIMER_ABSTIME) at the heap's earliest
+// deadline, waiting through io_uring on that timerfd and on an eventfd
+// doorbell for work posted by other threads.
+//
+// Arming policy: the timerfd is re-armed only when the earliest deadline moves
+// earlier than what is armed, or after a batch of expiries. A deadline that
+// moves later leaves the timerfd early; the spurious wake-up is harmless and
+// cheaper than a syscall per reprogram. Operations on the loop's own thread
+// (handlers re-arming themselves) never make a syscall: the loop arms once,
+// just before it waits.
+#pragma once
+
+#include <liburing.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "timers/clock.h"
+#include "timers/unique_fd.h"
+
+namespace vmm::timers {
+
+class CyclicSystem;
+struct CyclicSlot;
+
+struct LoopStats {
+  std::uint64_t wakeups = 0;         // returns from the io_uring wait
+  std::uint64_t timerfd_arms = 0;    // timerfd_settime calls
+  std::uint64_t handler_calls = 0;   // cyclic handlers run
+  std::uint64_t batches = 0;         // expiry batches with at least one due cyclic
+};
+
+class EventLoop {
+ public:
+  EventLoop(CyclicSystem& system, std::size_t index, int cpu, std::string name);
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  std::size_t index() const noexcept { return index_; }
+  int cpu() const noexcept { return cpu_; }  // -1 when not bound to a CPU
+  const std::string& name() const noexcept { return name_; }
+
+  // Caller-driven loops (LoopOptions::threads == false) are stepped with
+  // these; the calling thread becomes the loop's thread for the call.
+  // run_due: runs every cyclic due at clock().now(); returns handlers run.
+  std::size_t run_due();
+  // run_once: arms the timerfd, waits (at most `timeout`, or until a cyclic
+  // is due or work is posted), runs posted work and due cyclics.
+  std::size_t run_once(Nanos timeout);
+
+  // Runs `task` on the loop's thread (soon, in FIFO order). Thread-safe.
+  // Returns false after the loop was stopped.
+  bool post(std::function<void()> task);
+
+  // True on the thread currently running this loop's handlers.
+  bool on_loop_thread() const noexcept;
+
+  // Earliest deadline in the heap (kNever when empty) and what the timerfd
+  // is armed at (kNever when disarmed).
+  Nanos next_deadline() const;
+  Nanos armed_deadline() const;
+  std::size_t heap_size() const;
+  LoopStats stats() const;
+
+ private:
+  friend class CyclicSystem;
+
+  // Heap of cyclics keyed by absolute deadline; each slot remembers its heap
+  // index, so remove and reprogram are O(log n).
+  void heap_push(CyclicSlot* slot);
+  void heap_erase(CyclicSlot* slot);
+  void heap_update(CyclicSlot* slot, Nanos when);  // in or out of the heap
+  void sift_up(std::size_t pos);
+  void sift_down(std::size_t pos);
+  void place(std::size_t pos, CyclicSlot* slot);
+
+  // Called with mu_ held after a deadline was set to `when`.
+  void deadline_changed(Nanos when);
+  void arm_locked(Nanos deadline);
+  void start_thread(bool pin);
+  void stop_thread();
+  void thread_main();
+  void wait_for_events(Nanos timeout);
+  std::size_t run_posted();
+  void ring_doorbell() noexcept;
+  void setup_ring();
+
+  CyclicSystem& system_;
+  const std::size_t index_;
+  const int cpu_;
+  const std::string name_;
+
+  mutable std::mutex mu_;
+  std::condition_variable handler_done_;  // a running handler finished
+  std::vector<CyclicSlot*> heap_;
+  Nanos armed_ = kNever;          // what the timerfd is armed at
+  bool arm_pending_ = false;      // arm before the next wait (loop-thread ops)
+  std::thread::id loop_thread_;   // thread running handlers now / the loop thread
+  std::vector<std::function<void()>> posted_;
+  bool stopping_ = false;
+  LoopStats stats_;
+  std::vector<CyclicSlot*> batch_;  // reused between batches (loop thread only)
+
+  UniqueFd timer_fd_;
+  UniqueFd doorbell_fd_;
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  bool timer_poll_armed_ = false;
+  bool doorbell_poll_armed_ = false;
+  std::thread thread_;
+};
+
+}  // namespace vmm::timers
