@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "timers/clock.h"
@@ -130,6 +131,7 @@ class CyclicSystem {
   CyclicSlot* slot_for(CyclicId id) const noexcept;
   CyclicSlot* allocate_slot();
   void release_slot(CyclicSlot* slot) noexcept;  // caller holds the slot's loop lock
+  static std::unique_lock<std::mutex> lock_owner(CyclicSlot* slot, CyclicId id, EventLoop*& owner);
 
   const Clock& clock_;
   std::vector<std::unique_ptr<EventLoop>> loops_;

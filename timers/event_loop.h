@@ -13,6 +13,7 @@
 
 #include <liburing.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -89,6 +90,7 @@ class EventLoop {
   void stop_thread();
   void thread_main();
   void wait_for_events(Nanos timeout);
+  bool submit_poll(int fd, std::uint64_t tag);
   std::size_t run_posted();
   void ring_doorbell() noexcept;
   void setup_ring();
@@ -103,7 +105,10 @@ class EventLoop {
   std::vector<CyclicSlot*> heap_;
   Nanos armed_ = kNever;          // what the timerfd is armed at
   bool arm_pending_ = false;      // arm before the next wait (loop-thread ops)
-  std::thread::id loop_thread_;   // thread running handlers now / the loop thread
+  // The loop's thread, or for a caller-driven loop the last thread that
+  // stepped it (it owns the loop until another thread steps it).
+  std::atomic<std::thread::id> loop_thread_;
+  bool dispatching_ = false;      // run_due is under way (no re-entry)
   std::vector<std::function<void()>> posted_;
   bool stopping_ = false;
   LoopStats stats_;

@@ -1,0 +1,86 @@
+#include "timers/callout.h"
+
+#include "timers/race_points.h"
+
+namespace vmm::timers {
+
+Callout::~Callout() {
+  if (initialized()) drain();
+}
+
+bool Callout::init(CyclicSystem& system, EventLoop& loop, Handler fn, void* arg) {
+  if (fn == nullptr) return false;
+  if (initialized() && !drained_.load(std::memory_order_acquire)) return false;
+  fn_ = fn;
+  arg_ = arg;
+  target_.store(0, std::memory_order_release);
+  fired_.store(0, std::memory_order_release);
+  // A parked one-shot: armed only by reset().
+  const CyclicId id = system.add(&Callout::glue, this, kNever, kOneShot, loop);
+  if (!id.valid()) return false;
+  cyclic_ = id;
+  system_ = &system;
+  drained_.store(false, std::memory_order_release);
+  return true;
+}
+
+void Callout::glue(void* arg, const Expiry& /*expiry*/) {
+  // Runs with no lock held, so it touches only the two atomics: it records
+  // when the cyclic fired and lets the device handler decide, under its own
+  // lock, whether this firing is still the one that was asked for.
+  auto* callout = static_cast<Callout*>(arg);
+  if (callout->target_.load(std::memory_order_acquire) == 0) return;  // stopped
+  callout->fired_.store(callout->system_->clock().now(), std::memory_order_release);
+  race_point(RacePoint::callout_glue_before_handler);
+  callout->fn_(callout->arg_);
+}
+
+bool Callout::reset(Nanos when, CalloutTime kind) noexcept {
+  if (!initialized() || drained_.load(std::memory_order_acquire)) return false;
+  Nanos deadline = when;
+  if (kind == CalloutTime::relative) {
+    deadline = add_saturating(system_->clock().now(), when > 0 ? when : 0);
+  }
+  if (deadline <= 0) deadline = 1;  // target 0 means inactive
+  target_.store(deadline, std::memory_order_release);
+  race_point(RacePoint::callout_reset_stored);
+  if (!system_->reprogram(cyclic_, deadline)) {
+    // Drained under a running handler (a VM reset): the re-arm is refused.
+    target_.store(0, std::memory_order_release);
+    return false;
+  }
+  return true;
+}
+
+bool Callout::stop() noexcept {
+  if (!initialized()) return false;
+  const bool was_active = target_.exchange(0, std::memory_order_acq_rel) != 0;
+  if (!drained_.load(std::memory_order_acquire)) (void)system_->reprogram(cyclic_, kNever);
+  return was_active;
+}
+
+bool Callout::drain() noexcept {
+  if (!initialized()) return false;
+  if (drained_.exchange(true, std::memory_order_acq_rel)) return false;
+  target_.store(0, std::memory_order_release);
+  race_point(RacePoint::callout_drain_before_remove);
+  system_->remove(cyclic_);
+  return true;
+}
+
+bool Callout::localize() noexcept {
+  if (!initialized() || drained_.load(std::memory_order_acquire)) return false;
+  return system_->move_here(cyclic_);
+}
+
+bool Callout::bind(EventLoop& loop) noexcept {
+  if (!initialized() || drained_.load(std::memory_order_acquire)) return false;
+  return system_->move(cyclic_, loop);
+}
+
+EventLoop* Callout::loop() const noexcept {
+  if (!initialized()) return nullptr;
+  return system_->loop_of(cyclic_);
+}
+
+}  // namespace vmm::timers

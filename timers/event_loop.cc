@@ -1,0 +1,394 @@
+#include "timers/event_loop.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+
+#include <cerrno>
+#include <system_error>
+#include <utility>
+
+#include "timers/cyclic.h"
+#include "timers/cyclic_slot.h"
+
+namespace vmm::timers {
+
+namespace {
+
+constexpr std::uint64_t kTimerTag = 1;
+constexpr std::uint64_t kDoorbellTag = 2;
+constexpr std::size_t kHeapArity = 4;
+
+[[noreturn]] void throw_system_error(const char* what, int err = errno) {
+  throw std::system_error(err, std::generic_category(), what);
+}
+
+timespec to_timespec(Nanos t) {
+  return timespec{static_cast<time_t>(t / kSecond), static_cast<long>(t % kSecond)};
+}
+
+}  // namespace
+
+EventLoop::EventLoop(CyclicSystem& system, std::size_t index, int cpu, std::string name)
+    : system_(system), index_(index), cpu_(cpu), name_(std::move(name)) {
+  timer_fd_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!timer_fd_) throw_system_error("timerfd_create");
+  doorbell_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!doorbell_fd_) throw_system_error("eventfd");
+  setup_ring();
+  loop_thread_ = std::this_thread::get_id();
+}
+
+EventLoop::~EventLoop() {
+  stop_thread();
+  if (ring_ready_) ::io_uring_queue_exit(&ring_);
+}
+
+void EventLoop::setup_ring() {
+  // Two polls and, later, device I/O: a small ring is plenty.
+  const int rc = ::io_uring_queue_init(16, &ring_, 0);
+  if (rc < 0) throw_system_error("io_uring_queue_init", -rc);
+  ring_ready_ = true;
+}
+
+// ---------------------------------------------------------------- the heap
+
+void EventLoop::place(std::size_t pos, CyclicSlot* slot) {
+  heap_[pos] = slot;
+  slot->heap_pos = pos;
+}
+
+void EventLoop::sift_up(std::size_t pos) {
+  CyclicSlot* slot = heap_[pos];
+  while (pos > 0) {
+    const std::size_t parent = (pos - 1) / kHeapArity;
+    if (heap_[parent]->when <= slot->when) break;
+    place(pos, heap_[parent]);
+    pos = parent;
+  }
+  place(pos, slot);
+}
+
+void EventLoop::sift_down(std::size_t pos) {
+  CyclicSlot* slot = heap_[pos];
+  const std::size_t size = heap_.size();
+  for (;;) {
+    const std::size_t first = kHeapArity * pos + 1;
+    if (first >= size) break;
+    std::size_t best = first;
+    const std::size_t end = first + kHeapArity < size ? first + kHeapArity : size;
+    for (std::size_t child = first + 1; child < end; ++child) {
+      if (heap_[child]->when < heap_[best]->when) best = child;
+    }
+    if (heap_[best]->when >= slot->when) break;
+    place(pos, heap_[best]);
+    pos = best;
+  }
+  place(pos, slot);
+}
+
+void EventLoop::heap_push(CyclicSlot* slot) {
+  heap_.push_back(slot);
+  sift_up(heap_.size() - 1);
+}
+
+void EventLoop::heap_erase(CyclicSlot* slot) {
+  const std::size_t pos = slot->heap_pos;
+  if (pos == kNotInHeap) return;
+  slot->heap_pos = kNotInHeap;
+  CyclicSlot* last = heap_.back();
+  heap_.pop_back();
+  if (last == slot) return;
+  place(pos, last);
+  sift_up(pos);
+  sift_down(last->heap_pos);
+}
+
+void EventLoop::heap_update(CyclicSlot* slot, Nanos when) {
+  const Nanos old = slot->when;
+  slot->when = when;
+  if (when == kNever) {
+    heap_erase(slot);
+  } else if (slot->heap_pos == kNotInHeap) {
+    heap_push(slot);
+  } else if (when < old) {
+    sift_up(slot->heap_pos);
+  } else {
+    sift_down(slot->heap_pos);
+  }
+}
+
+// ----------------------------------------------------------- the timerfd
+
+void EventLoop::deadline_changed(Nanos when) {
+  if (when >= armed_) return;  // the timerfd fires no later than this already
+  if (std::this_thread::get_id() == loop_thread_.load(std::memory_order_relaxed)) {
+    // The loop's own thread arms once, just before it next waits.
+    arm_pending_ = true;
+    return;
+  }
+  arm_locked(when);
+}
+
+void EventLoop::arm_locked(Nanos deadline) {
+  itimerspec spec{};
+  if (deadline != kNever) {
+    // All-zero disarms a timerfd: a deadline at or before 0 becomes 1 ns,
+    // which is in the past and fires at once.
+    spec.it_value = to_timespec(deadline > 0 ? deadline : 1);
+  }
+  ::timerfd_settime(timer_fd_.get(), TFD_TIMER_ABSTIME, &spec, nullptr);
+  armed_ = deadline;
+  arm_pending_ = false;
+  ++stats_.timerfd_arms;
+}
+
+// ----------------------------------------------------------- dispatching
+
+std::size_t EventLoop::run_due() {
+  const Nanos now = system_.clock().now();
+  {
+    std::lock_guard lock(mu_);
+    loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    if (dispatching_) return 0;  // a handler called run_due on its own loop
+    dispatching_ = true;
+    // Take every due cyclic out before running any: a handler may add,
+    // remove or reprogram anything (itself included), and one that re-arms
+    // itself in the past runs again in the next batch, not in a loop here.
+    while (!heap_.empty() && heap_.front()->when <= now) {
+      CyclicSlot* slot = heap_.front();
+      if (slot->interval == kOneShot) {
+        slot->expiry = Expiry{slot->when, 1};
+        heap_update(slot, kNever);  // parked until reprogrammed
+      } else {
+        const auto missed = static_cast<std::uint64_t>((now - slot->when) / slot->interval);
+        const Nanos served = slot->when + static_cast<Nanos>(missed) * slot->interval;
+        slot->expiry = Expiry{served, missed + 1};
+        heap_update(slot, add_saturating(served, slot->interval));
+      }
+      slot->dispatch = Dispatch::queued;
+      batch_.push_back(slot);
+    }
+    if (!batch_.empty()) ++stats_.batches;
+  }
+
+  std::size_t ran = 0;
+  for (CyclicSlot* slot : batch_) {
+    CyclicHandler handler;
+    void* arg;
+    Expiry expiry;
+    {
+      std::lock_guard lock(mu_);
+      if (slot->doomed) {  // removed while queued: it never runs
+        slot->doomed = false;
+        slot->dispatch = Dispatch::idle;
+        system_.release_slot(slot);
+        continue;
+      }
+      slot->dispatch = Dispatch::running;
+      handler = slot->handler;
+      arg = slot->arg;
+      expiry = slot->expiry;
+    }
+    handler(arg, expiry);
+    ++ran;
+    {
+      std::lock_guard lock(mu_);
+      slot->dispatch = Dispatch::idle;
+      if (slot->doomed) {
+        slot->doomed = false;
+        if (slot->remover_waiting) {
+          slot->remover_waiting = false;  // the waiting remover frees it
+        } else {
+          system_.release_slot(slot);  // removed by its own handler
+        }
+      }
+      ++stats_.handler_calls;
+    }
+    // Removers and movers wait for `idle`; wake them.
+    handler_done_.notify_all();
+  }
+  batch_.clear();
+  std::lock_guard lock(mu_);
+  dispatching_ = false;
+  return ran;
+}
+
+std::size_t EventLoop::run_posted() {
+  std::vector<std::function<void()>> tasks;
+  {
+    std::lock_guard lock(mu_);
+    tasks.swap(posted_);
+  }
+  for (auto& task : tasks) task();
+  return tasks.size();
+}
+
+bool EventLoop::post(std::function<void()> task) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return false;
+    posted_.push_back(std::move(task));
+  }
+  ring_doorbell();
+  return true;
+}
+
+void EventLoop::ring_doorbell() noexcept {
+  const std::uint64_t one = 1;
+  // EAGAIN means the counter is saturated: the loop is already woken.
+  [[maybe_unused]] ssize_t n = ::write(doorbell_fd_.get(), &one, sizeof one);
+}
+
+// ---------------------------------------------------------------- waiting
+
+bool EventLoop::submit_poll(int fd, std::uint64_t tag) {
+  io_uring_sqe* sqe = ::io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) {
+    // The submission queue is full: flush it and try once more.
+    ::io_uring_submit(&ring_);
+    sqe = ::io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) return false;  // retried before the next wait
+  }
+  ::io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+  ::io_uring_sqe_set_data64(sqe, tag);
+  return true;
+}
+
+void EventLoop::wait_for_events(Nanos timeout) {
+  {
+    std::lock_guard lock(mu_);
+    // Arm at the earliest deadline if it moved earlier than what is armed,
+    // if the loop thread deferred an arm, or if what was armed has passed
+    // (a fired timerfd is disarmed).
+    const Nanos next = heap_.empty() ? kNever : heap_.front()->when;
+    if (system_.clock().is_monotonic() &&
+        (arm_pending_ || next < armed_ || (armed_ != kNever && armed_ <= system_.clock().now()))) {
+      arm_locked(next);
+    }
+  }
+  // Multishot polls stay armed across completions; re-submit one only after
+  // the kernel ended it (no IORING_CQE_F_MORE).
+  if (!timer_poll_armed_) timer_poll_armed_ = submit_poll(timer_fd_.get(), kTimerTag);
+  if (!doorbell_poll_armed_) doorbell_poll_armed_ = submit_poll(doorbell_fd_.get(), kDoorbellTag);
+  io_uring_cqe* cqe = nullptr;
+  int rc;
+  if (timeout == kNever) {
+    rc = ::io_uring_submit_and_wait(&ring_, 1);
+  } else {
+    __kernel_timespec ts{timeout / kSecond, timeout % kSecond};
+    rc = ::io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+  }
+  (void)rc;  // EINTR and ETIME are normal wake-ups; completions say the rest
+
+  bool timer_ready = false;
+  bool doorbell_ready = false;
+  unsigned head;
+  unsigned seen = 0;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    ++seen;
+    const std::uint64_t tag = ::io_uring_cqe_get_data64(cqe);
+    const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (tag == kTimerTag) {
+      timer_ready = true;
+      if (!more) timer_poll_armed_ = false;
+    } else if (tag == kDoorbellTag) {
+      doorbell_ready = true;
+      if (!more) doorbell_poll_armed_ = false;
+    }
+  }
+  ::io_uring_cq_advance(&ring_, seen);
+
+  std::uint64_t count;
+  if (timer_ready) {
+    // Plain read(2) after the poll: clears readiness; EAGAIN is a spurious wake.
+    if (::read(timer_fd_.get(), &count, sizeof count) == sizeof count) {
+      std::lock_guard lock(mu_);
+      armed_ = kNever;  // a one-shot timerfd that fired is disarmed
+    }
+  }
+  if (doorbell_ready) {
+    [[maybe_unused]] ssize_t n = ::read(doorbell_fd_.get(), &count, sizeof count);
+  }
+  std::lock_guard lock(mu_);
+  ++stats_.wakeups;
+}
+
+std::size_t EventLoop::run_once(Nanos timeout) {
+  loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  {
+    std::lock_guard lock(mu_);
+    if (!heap_.empty() && heap_.front()->when <= system_.clock().now()) timeout = 0;
+    if (!posted_.empty()) timeout = 0;
+  }
+  if (timeout != 0) wait_for_events(timeout);
+  run_posted();
+  return run_due();
+}
+
+void EventLoop::thread_main() {
+  loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+    }
+    wait_for_events(kNever);
+    run_posted();
+    run_due();
+  }
+  run_posted();  // work posted before stop still runs, so no promise is dropped
+}
+
+void EventLoop::start_thread(bool pin) {
+  thread_ = std::thread([this] { thread_main(); });
+  ::pthread_setname_np(thread_.native_handle(), name_.c_str());
+  if (pin && cpu_ >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu_, &set);
+    // Best effort: a CPU taken away since start-up leaves the thread floating.
+    ::pthread_setaffinity_np(thread_.native_handle(), sizeof set, &set);
+  }
+}
+
+void EventLoop::stop_thread() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) {
+    ring_doorbell();
+    thread_.join();
+  }
+}
+
+// ----------------------------------------------------------- introspection
+
+bool EventLoop::on_loop_thread() const noexcept {
+  return std::this_thread::get_id() == loop_thread_.load(std::memory_order_relaxed);
+}
+
+Nanos EventLoop::next_deadline() const {
+  std::lock_guard lock(mu_);
+  return heap_.empty() ? kNever : heap_.front()->when;
+}
+
+Nanos EventLoop::armed_deadline() const {
+  std::lock_guard lock(mu_);
+  return armed_;
+}
+
+std::size_t EventLoop::heap_size() const {
+  std::lock_guard lock(mu_);
+  return heap_.size();
+}
+
+LoopStats EventLoop::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+}  // namespace vmm::timers
