@@ -70,7 +70,7 @@ CyclicSystem::CyclicSystem(const Clock& clock, LoopOptions options)
 }
 
 CyclicSystem::~CyclicSystem() {
-  for (auto& loop : loops_) loop->stop_thread();
+  for (auto& loop : loops_) loop->stop();
   loops_.clear();
 }
 

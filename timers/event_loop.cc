@@ -42,7 +42,7 @@ EventLoop::EventLoop(CyclicSystem& system, std::size_t index, int cpu, std::stri
 }
 
 EventLoop::~EventLoop() {
-  stop_thread();
+  stop();
   if (ring_ready_) ::io_uring_queue_exit(&ring_);
 }
 
@@ -124,6 +124,7 @@ void EventLoop::heap_update(CyclicSlot* slot, Nanos when) {
 
 void EventLoop::deadline_changed(Nanos when) {
   if (when >= armed_) return;  // the timerfd fires no later than this already
+  if (!system_.clock().is_monotonic()) return;  // nobody waits on a timerfd for a manual clock
   if (std::this_thread::get_id() == loop_thread_.load(std::memory_order_relaxed)) {
     // The loop's own thread arms once, just before it next waits.
     arm_pending_ = true;
@@ -354,7 +355,7 @@ void EventLoop::start_thread(bool pin) {
   }
 }
 
-void EventLoop::stop_thread() {
+void EventLoop::stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;

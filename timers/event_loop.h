@@ -57,6 +57,11 @@ class EventLoop {
   // is due or work is posted), runs posted work and due cyclics.
   std::size_t run_once(Nanos timeout);
 
+  // Stops the loop's thread (joining it; work already posted still runs).
+  // Its cyclics stay allocated but never fire again; later posts are refused.
+  // Called by ~CyclicSystem; idempotent.
+  void stop();
+
   // Runs `task` on the loop's thread (soon, in FIFO order). Thread-safe.
   // Returns false after the loop was stopped.
   bool post(std::function<void()> task);
@@ -87,7 +92,6 @@ class EventLoop {
   void deadline_changed(Nanos when);
   void arm_locked(Nanos deadline);
   void start_thread(bool pin);
-  void stop_thread();
   void thread_main();
   void wait_for_events(Nanos timeout);
   bool submit_poll(int fd, std::uint64_t tag);

@@ -1,0 +1,395 @@
+// Cyclics on caller-driven loops and a ManualClock: every expiry happens
+// exactly when the test says, so each promise of cyclic.h is checked exactly.
+#include "timers/cyclic.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "tests/common/sync.h"
+#include "timers/event_loop.h"
+
+namespace vmm::timers {
+namespace {
+
+using vmm::testing::Gate;
+
+struct Recorder {
+  std::vector<Expiry> calls{};
+  std::vector<Nanos> seen_at{};
+  const Clock* clock = nullptr;
+  static void handler(void* arg, const Expiry& expiry) {
+    auto* self = static_cast<Recorder*>(arg);
+    self->calls.push_back(expiry);
+    self->seen_at.push_back(self->clock->now());
+  }
+};
+
+class CyclicTest : public ::testing::Test {
+ protected:
+  ManualClock clock{kSecond};
+  CyclicSystem system{clock, LoopOptions{.loops = 2, .threads = false}};
+  EventLoop& loop0 = system.loop(0);
+  EventLoop& loop1 = system.loop(1);
+  Recorder rec{.clock = &clock};
+
+  CyclicId add_one_shot(Nanos when, EventLoop* loop = nullptr) {
+    return system.add(&Recorder::handler, &rec, when, kOneShot, loop ? *loop : loop0);
+  }
+};
+
+TEST_F(CyclicTest, OneShotFiresAtItsDeadlineNotBefore) {
+  const Nanos t = clock.now() + 5 * kMillisecond;
+  const CyclicId id = add_one_shot(t);
+  ASSERT_TRUE(id.valid());
+  clock.set(t - 1);
+  EXPECT_EQ(loop0.run_due(), 0u);
+  clock.set(t);
+  EXPECT_EQ(loop0.run_due(), 1u);
+  ASSERT_EQ(rec.calls.size(), 1u);
+  EXPECT_EQ(rec.calls[0].deadline, t);
+  EXPECT_EQ(rec.calls[0].count, 1u);
+}
+
+TEST_F(CyclicTest, OneShotStaysParkedUntilReprogrammed) {
+  const CyclicId id = add_one_shot(clock.now() + 1);
+  clock.advance(10);
+  loop0.run_due();
+  EXPECT_EQ(system.when(id), kNever);
+  EXPECT_EQ(loop0.heap_size(), 0u);
+  EXPECT_EQ(system.live_count(), 1u);  // parked, not freed
+  clock.advance(kSecond);
+  EXPECT_EQ(loop0.run_due(), 0u);
+  ASSERT_TRUE(system.reprogram(id, clock.now() + 3));
+  clock.advance(3);
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_EQ(rec.calls.size(), 2u);
+}
+
+TEST_F(CyclicTest, PeriodicFiresEveryIntervalFromItsFirstDeadline) {
+  const Nanos start = clock.now() + kMillisecond;
+  const CyclicId id = system.add(&Recorder::handler, &rec, start, kMillisecond, loop0);
+  ASSERT_TRUE(id.valid());
+  for (int i = 0; i < 5; ++i) {
+    clock.set(start + i * kMillisecond);
+    EXPECT_EQ(loop0.run_due(), 1u);
+    EXPECT_EQ(rec.calls.back().deadline, start + i * kMillisecond);
+    EXPECT_EQ(rec.calls.back().count, 1u);
+  }
+  EXPECT_EQ(system.when(id), start + 5 * kMillisecond);
+}
+
+TEST_F(CyclicTest, PeriodicOverrunsAreCountedNotLost) {
+  const Nanos start = clock.now() + kMillisecond;
+  system.add(&Recorder::handler, &rec, start, kMillisecond, loop0);
+  clock.set(start + 3 * kMillisecond + kMillisecond / 2);  // deadlines 0,1,2,3 are due
+  EXPECT_EQ(loop0.run_due(), 1u);
+  ASSERT_EQ(rec.calls.size(), 1u);
+  EXPECT_EQ(rec.calls[0].count, 4u);
+  EXPECT_EQ(rec.calls[0].deadline, start + 3 * kMillisecond);
+  clock.set(start + 4 * kMillisecond);
+  loop0.run_due();
+  EXPECT_EQ(rec.calls[1].count, 1u);
+}
+
+TEST_F(CyclicTest, AddRejectsInvalidArguments) {
+  EXPECT_FALSE(system.add(nullptr, &rec, clock.now(), kOneShot, loop0).valid());
+  EXPECT_FALSE(system.add(&Recorder::handler, &rec, clock.now(), 0, loop0).valid());
+  EXPECT_FALSE(system.add(&Recorder::handler, &rec, clock.now(), -5, loop0).valid());
+  EXPECT_FALSE(system.add(&Recorder::handler, &rec, kNever, kMillisecond, loop0).valid());
+  CyclicSystem other(clock, LoopOptions{.loops = 1, .threads = false});
+  EXPECT_FALSE(system.add(&Recorder::handler, &rec, clock.now(), kOneShot, other.loop(0)).valid());
+  EXPECT_EQ(system.live_count(), 0u);
+}
+
+TEST_F(CyclicTest, AParkedOneShotMayBeAddedAtNever) {
+  const CyclicId id = add_one_shot(kNever);
+  ASSERT_TRUE(id.valid());
+  EXPECT_EQ(loop0.heap_size(), 0u);
+  EXPECT_TRUE(system.reprogram(id, clock.now()));
+  EXPECT_EQ(loop0.run_due(), 1u);
+}
+
+TEST_F(CyclicTest, DeadlinesInThePastFireAtTheNextRun) {
+  add_one_shot(0);
+  add_one_shot(-kSecond);
+  add_one_shot(clock.now() - 1);
+  EXPECT_EQ(loop0.run_due(), 3u);
+}
+
+TEST_F(CyclicTest, StaleAndBogusHandlesAreRejectedNeverFatal) {
+  EXPECT_FALSE(system.reprogram(CyclicId{}, clock.now()));
+  EXPECT_FALSE(system.remove(CyclicId{}));
+  EXPECT_FALSE(system.reprogram(CyclicId{0xFFFFFFFFu, 1}, clock.now()));
+  EXPECT_FALSE(system.remove(CyclicId{0xFFFFFFFFu, 1}));
+  EXPECT_FALSE(system.move(CyclicId{12345, 7}, loop1));
+  const CyclicId id = add_one_shot(clock.now() + 10);
+  EXPECT_FALSE(system.reprogram(CyclicId{id.index, id.generation + 1}, clock.now()));
+  EXPECT_EQ(system.when(CyclicId{id.index, id.generation + 1}), kNever);
+  EXPECT_EQ(system.loop_of(CyclicId{id.index, id.generation + 1}), nullptr);
+}
+
+TEST_F(CyclicTest, ReprogramAndRemoveAfterRemoveReturnFalse) {
+  const CyclicId id = add_one_shot(clock.now() + 10);
+  EXPECT_TRUE(system.remove(id));
+  EXPECT_FALSE(system.remove(id));
+  EXPECT_FALSE(system.reprogram(id, clock.now()));
+  EXPECT_FALSE(system.move(id, loop1));
+  clock.advance(100);
+  EXPECT_EQ(loop0.run_due(), 0u);
+  EXPECT_EQ(system.live_count(), 0u);
+}
+
+TEST_F(CyclicTest, ReusedSlotGetsANewGenerationAndOldHandlesStayStale) {
+  const CyclicId first = add_one_shot(clock.now() + 10);
+  ASSERT_TRUE(system.remove(first));
+  const CyclicId second = add_one_shot(clock.now() + 20);
+  EXPECT_EQ(second.index, first.index);  // the slot was reused...
+  EXPECT_NE(second.generation, first.generation);
+  EXPECT_FALSE(system.reprogram(first, clock.now()));  // ...but never aliased
+  EXPECT_FALSE(system.remove(first));
+  EXPECT_EQ(system.when(second), clock.now() + 20);
+}
+
+TEST_F(CyclicTest, ReprogramToNeverParks) {
+  const CyclicId id = system.add(&Recorder::handler, &rec, clock.now() + 5, kMillisecond, loop0);
+  ASSERT_TRUE(system.reprogram(id, kNever));
+  clock.advance(kSecond);
+  EXPECT_EQ(loop0.run_due(), 0u);
+  ASSERT_TRUE(system.reprogram(id, clock.now()));
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_EQ(system.when(id), clock.now() + kMillisecond);  // keeps its interval
+}
+
+TEST_F(CyclicTest, ExpiriesRunInDeadlineOrderAcrossAThousandCyclics) {
+  std::mt19937_64 rng(42);
+  std::vector<Nanos> deadlines;
+  for (int i = 0; i < 1000; ++i) {
+    const Nanos t = clock.now() + 1 + static_cast<Nanos>(rng() % 1'000'000);
+    deadlines.push_back(t);
+    add_one_shot(t);
+  }
+  std::sort(deadlines.begin(), deadlines.end());
+  // Step through each distinct deadline so the batch order is observable.
+  for (Nanos t : deadlines) {
+    clock.set(t);
+    loop0.run_due();
+  }
+  ASSERT_EQ(rec.calls.size(), deadlines.size());
+  for (std::size_t i = 0; i < deadlines.size(); ++i) EXPECT_EQ(rec.calls[i].deadline, deadlines[i]);
+}
+
+TEST_F(CyclicTest, AHundredThousandCyclicsOnOneLoop) {
+  constexpr int kCount = 100'000;
+  std::vector<CyclicId> ids;
+  ids.reserve(kCount);
+  for (int i = 0; i < kCount; ++i) ids.push_back(add_one_shot(clock.now() + 1 + i));
+  EXPECT_EQ(loop0.heap_size(), static_cast<std::size_t>(kCount));
+  // Reverse every deadline with reprogram, then fire all: the order must follow.
+  for (int i = 0; i < kCount; ++i) ASSERT_TRUE(system.reprogram(ids[i], clock.now() + kCount - i));
+  EXPECT_EQ(loop0.next_deadline(), clock.now() + 1);
+  clock.advance(kCount);
+  EXPECT_EQ(loop0.run_due(), static_cast<std::size_t>(kCount));
+  EXPECT_TRUE(std::is_sorted(rec.calls.begin(), rec.calls.end(),
+                             [](const Expiry& a, const Expiry& b) { return a.deadline < b.deadline; }));
+  for (int i = 0; i < kCount; i += 2) ASSERT_TRUE(system.remove(ids[i]));
+  EXPECT_EQ(system.live_count(), static_cast<std::size_t>(kCount / 2));
+}
+
+// --- handlers acting on the system from inside a batch
+
+struct SelfActing {
+  CyclicSystem* system;
+  CyclicId self{};
+  CyclicId other{};
+  int runs = 0;
+  bool remove_self = false;
+  bool reprogram_result = true;
+  bool remove_result = false;
+  Nanos rearm_at = kNever;
+};
+
+TEST_F(CyclicTest, RemoveFromOwnHandlerDoesNotWaitAndLaterReprogramFails) {
+  SelfActing s{.system = &system, .remove_self = true};
+  s.self = system.add(
+      [](void* arg, const Expiry&) {
+        auto* me = static_cast<SelfActing*>(arg);
+        ++me->runs;
+        me->remove_result = me->system->remove(me->self);  // must not deadlock
+        me->reprogram_result = me->system->reprogram(me->self, 0);
+      },
+      &s, clock.now(), kMillisecond, loop0);
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_TRUE(s.remove_result);
+  EXPECT_FALSE(s.reprogram_result);
+  EXPECT_EQ(system.live_count(), 0u);  // freed once the handler returned
+  clock.advance(kSecond);
+  EXPECT_EQ(loop0.run_due(), 0u);
+  EXPECT_EQ(s.runs, 1);
+}
+
+TEST_F(CyclicTest, HandlerCanReprogramItself) {
+  SelfActing s{.system = &system};
+  s.self = system.add(
+      [](void* arg, const Expiry& e) {
+        auto* me = static_cast<SelfActing*>(arg);
+        if (++me->runs < 3) me->reprogram_result = me->system->reprogram(me->self, e.deadline + 100);
+      },
+      &s, clock.now(), kOneShot, loop0);
+  for (int i = 0; i < 5; ++i) {
+    loop0.run_due();
+    clock.advance(100);
+  }
+  EXPECT_EQ(s.runs, 3);
+  EXPECT_TRUE(s.reprogram_result);
+}
+
+TEST_F(CyclicTest, AHandlerReArmingItselfInThePastRunsInTheNextBatchNotForever) {
+  SelfActing s{.system = &system};
+  s.self = system.add(
+      [](void* arg, const Expiry&) {
+        auto* me = static_cast<SelfActing*>(arg);
+        ++me->runs;
+        (void)me->system->reprogram(me->self, 0);
+      },
+      &s, clock.now(), kOneShot, loop0);
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_EQ(s.runs, 2);
+}
+
+TEST_F(CyclicTest, RemovingACyclicDueLaterInTheSameBatchStopsIt) {
+  SelfActing s{.system = &system};
+  // Both due at once; the first (earlier deadline) removes the second.
+  s.self = system.add(
+      [](void* arg, const Expiry&) {
+        auto* me = static_cast<SelfActing*>(arg);
+        ++me->runs;
+        me->remove_result = me->system->remove(me->other);
+      },
+      &s, clock.now() - 2, kOneShot, loop0);
+  s.other = add_one_shot(clock.now() - 1);
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_TRUE(s.remove_result);
+  EXPECT_TRUE(rec.calls.empty());
+  EXPECT_EQ(system.live_count(), 1u);
+}
+
+TEST_F(CyclicTest, ACyclicAddedByAHandlerRunsInTheNextBatch) {
+  struct Adder {
+    CyclicSystem* system;
+    EventLoop* loop;
+    Recorder* rec;
+    CyclicId added;
+  } adder{&system, &loop0, &rec, {}};
+  system.add(
+      [](void* arg, const Expiry&) {
+        auto* a = static_cast<Adder*>(arg);
+        a->added = a->system->add(&Recorder::handler, a->rec, 0, kOneShot, *a->loop);
+      },
+      &adder, clock.now(), kOneShot, loop0);
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_TRUE(adder.added.valid());
+  EXPECT_TRUE(rec.calls.empty());
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_EQ(rec.calls.size(), 1u);
+}
+
+TEST_F(CyclicTest, RunDueInsideAHandlerDoesNotReenter) {
+  struct Reenter {
+    EventLoop* loop;
+    std::size_t inner = 99;
+  } r{&loop0};
+  system.add([](void* arg, const Expiry&) { auto* x = static_cast<Reenter*>(arg); x->inner = x->loop->run_due(); },
+             &r, clock.now(), kOneShot, loop0);
+  add_one_shot(clock.now());
+  EXPECT_EQ(loop0.run_due(), 2u);
+  EXPECT_EQ(r.inner, 0u);
+}
+
+// --- moving
+
+TEST_F(CyclicTest, MoveKeepsExpiryAndIntervalAndFiresOnlyOnTheNewLoop) {
+  const Nanos start = clock.now() + 50;
+  const CyclicId id = system.add(&Recorder::handler, &rec, start, 1000, loop0);
+  ASSERT_TRUE(system.move(id, loop1));
+  EXPECT_EQ(system.loop_of(id), &loop1);
+  EXPECT_EQ(system.when(id), start);
+  EXPECT_EQ(loop0.heap_size(), 0u);
+  EXPECT_EQ(loop1.heap_size(), 1u);
+  clock.set(start);
+  EXPECT_EQ(loop0.run_due(), 0u);
+  EXPECT_EQ(loop1.run_due(), 1u);
+  EXPECT_EQ(system.when(id), start + 1000);
+  EXPECT_TRUE(system.move(id, loop1));  // to where it is: a no-op
+}
+
+TEST_F(CyclicTest, AHandlerCannotMoveItselfButTheCallIsHarmless) {
+  struct Mover {
+    CyclicSystem* system;
+    EventLoop* to;
+    CyclicId self;
+    bool result = true;
+  } m{&system, &loop1, {}};
+  m.self = system.add(
+      [](void* arg, const Expiry&) {
+        auto* me = static_cast<Mover*>(arg);
+        me->result = me->system->move(me->self, *me->to);
+      },
+      &m, clock.now(), kOneShot, loop0);
+  loop0.run_due();
+  EXPECT_FALSE(m.result);
+  EXPECT_EQ(system.loop_of(m.self), &loop0);
+}
+
+TEST_F(CyclicTest, MoveToALoopOfAnotherSystemIsRefused) {
+  CyclicSystem other(clock, LoopOptions{.loops = 1, .threads = false});
+  const CyclicId id = add_one_shot(clock.now() + 5);
+  EXPECT_FALSE(system.move(id, other.loop(0)));
+  EXPECT_EQ(system.loop_of(id), &loop0);
+}
+
+// --- removal waits for a running handler (other thread)
+
+TEST_F(CyclicTest, RemoveFromAnotherThreadWaitsForTheRunningHandler) {
+  Gate handler_started, release_handler;
+  std::atomic<bool> handler_finished{false};
+  struct Ctx {
+    Gate* started;
+    Gate* release;
+    std::atomic<bool>* finished;
+  } ctx{&handler_started, &release_handler, &handler_finished};
+  const CyclicId id = system.add(
+      [](void* arg, const Expiry&) {
+        auto* c = static_cast<Ctx*>(arg);
+        c->started->open();
+        c->release->wait();
+        c->finished->store(true);
+      },
+      &ctx, clock.now(), kMillisecond, loop0);
+  std::thread loop_thread([&] { loop0.run_due(); });
+  handler_started.wait();
+
+  std::atomic<bool> removed{false};
+  std::thread remover([&] {
+    EXPECT_TRUE(system.remove(id));
+    // The promise: when remove returns, the handler has finished.
+    EXPECT_TRUE(handler_finished.load());
+    removed.store(true);
+  });
+  // Give the remover every chance to return early if it were going to.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(removed.load());
+  release_handler.open();
+  remover.join();
+  loop_thread.join();
+  EXPECT_TRUE(removed.load());
+  EXPECT_EQ(system.live_count(), 0u);
+}
+
+}  // namespace
+}  // namespace vmm::timers

@@ -1,0 +1,226 @@
+// Event loops on real time: threads, pinning, names, the timerfd arming
+// policy, posted work. Deadlines here are generous; nothing asserts speed.
+#include "timers/event_loop.h"
+
+#include <gtest/gtest.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "tests/common/sync.h"
+#include "timers/cyclic.h"
+
+namespace vmm::timers {
+namespace {
+
+using vmm::testing::Gate;
+using namespace std::chrono_literals;
+
+const Clock& mono = MonotonicClock::instance();
+
+struct Fired {
+  Gate gate;
+  std::atomic<int> count{0};
+  std::atomic<Nanos> at{0};
+  std::atomic<bool> on_loop_thread{false};
+  EventLoop* loop = nullptr;
+  static void handler(void* arg, const Expiry&) {
+    auto* f = static_cast<Fired*>(arg);
+    f->at.store(MonotonicClock::instance().now());
+    if (f->loop) f->on_loop_thread.store(f->loop->on_loop_thread());
+    f->count.fetch_add(1);
+    f->gate.open();
+  }
+};
+
+TEST(EventLoopTest, ThreadedLoopFiresAOneShotAfterItsDeadline) {
+  CyclicSystem system(mono, LoopOptions{.loops = 1});
+  Fired fired;
+  fired.loop = &system.loop(0);
+  const Nanos deadline = mono.now() + 2 * kMillisecond;
+  ASSERT_TRUE(system.add(&Fired::handler, &fired, deadline, kOneShot, system.loop(0)).valid());
+  ASSERT_TRUE(fired.gate.wait_for(5s));
+  EXPECT_GE(fired.at.load(), deadline);
+  EXPECT_TRUE(fired.on_loop_thread.load());
+}
+
+TEST(EventLoopTest, PeriodicCyclicKeepsFiring) {
+  CyclicSystem system(mono, LoopOptions{.loops = 1});
+  Fired fired;
+  const CyclicId id = system.add(&Fired::handler, &fired, mono.now(), kMillisecond, system.loop(0));
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (fired.count.load() < 20 && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(1ms);
+  EXPECT_GE(fired.count.load(), 20);
+  EXPECT_TRUE(system.remove(id));
+  const int after_remove = fired.count.load();
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(fired.count.load(), after_remove);
+}
+
+TEST(EventLoopTest, ADeadlineAtOrBeforeZeroStillFires) {
+  // An all-zero itimerspec would disarm the timerfd; the loop must clamp.
+  CyclicSystem system(mono, LoopOptions{.loops = 1});
+  Fired fired;
+  ASSERT_TRUE(system.add(&Fired::handler, &fired, 0, kOneShot, system.loop(0)).valid());
+  EXPECT_TRUE(fired.gate.wait_for(5s));
+}
+
+TEST(EventLoopTest, LoopThreadsAreNamedAndPinnedToTheirCpus) {
+  CyclicSystem system(mono, LoopOptions{});
+  ASSERT_GE(system.loop_count(), 1u);
+  std::set<std::string> names;
+  std::map<std::string, std::string> cpus_of;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(entry.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name.rfind("vmm-timer-", 0) != 0) continue;
+    names.insert(name);
+    std::ifstream status(entry.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("Cpus_allowed_list:", 0) == 0) cpus_of[name] = line.substr(line.find_first_not_of(" \t", 18));
+    }
+  }
+  EXPECT_EQ(names.size(), system.loop_count());
+  for (std::size_t i = 0; i < system.loop_count(); ++i) {
+    const std::string name = "vmm-timer-" + std::to_string(i);
+    EXPECT_TRUE(names.count(name)) << name;
+    EXPECT_EQ(cpus_of[name], std::to_string(system.loop(i).cpu())) << name;
+  }
+}
+
+TEST(EventLoopTest, LoopForCurrentCpuIsTheLoopPinnedThere) {
+  CyclicSystem system(mono, LoopOptions{});
+  for (std::size_t i = 0; i < system.loop_count(); ++i) {
+    const int cpu = system.loop(i).cpu();
+    std::thread probe([&] {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpu, &set);
+      ASSERT_EQ(::sched_setaffinity(0, sizeof set, &set), 0);
+      EXPECT_EQ(&system.loop_for_current_cpu(), &system.loop(i));
+    });
+    probe.join();
+  }
+}
+
+TEST(EventLoopTest, PostedWorkRunsOnTheLoopThreadInOrder) {
+  CyclicSystem system(mono, LoopOptions{.loops = 1});
+  EventLoop& loop = system.loop(0);
+  std::vector<int> order;
+  std::atomic<bool> all_on_loop{true};
+  Gate done;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(loop.post([&, i] {
+      order.push_back(i);
+      if (!loop.on_loop_thread()) all_on_loop.store(false);
+      if (i == 9) done.open();
+    }));
+  }
+  ASSERT_TRUE(done.wait_for(5s));
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_TRUE(all_on_loop.load());
+  EXPECT_FALSE(loop.on_loop_thread());
+}
+
+// The arming policy, observed through LoopStats on a caller-driven loop on
+// real time: another thread arms at once only when the earliest deadline
+// moves earlier; the loop's own thread defers to its next wait.
+TEST(EventLoopTest, TimerfdIsReArmedOnlyWhenTheEarliestDeadlineMovesEarlier) {
+  CyclicSystem system(mono, LoopOptions{.loops = 1, .threads = false});
+  EventLoop& loop = system.loop(0);
+  Fired fired;
+  const Nanos far = mono.now() + 10 * kSecond;
+  CyclicId id;
+  std::thread other([&] { id = system.add(&Fired::handler, &fired, far, kOneShot, loop); });
+  other.join();
+  EXPECT_EQ(loop.stats().timerfd_arms, 1u);
+  EXPECT_EQ(loop.armed_deadline(), far);
+
+  std::thread later([&] { ASSERT_TRUE(system.reprogram(id, far + kSecond)); });
+  later.join();
+  EXPECT_EQ(loop.stats().timerfd_arms, 1u) << "moving later must not cost a syscall";
+
+  std::thread earlier([&] { ASSERT_TRUE(system.reprogram(id, far - kSecond)); });
+  earlier.join();
+  EXPECT_EQ(loop.stats().timerfd_arms, 2u);
+  EXPECT_EQ(loop.armed_deadline(), far - kSecond);
+
+  // On the loop's own thread (this one drives it): no syscall until it waits.
+  const auto arms = loop.stats().timerfd_arms;
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(system.reprogram(id, mono.now() + kSecond - i));
+  EXPECT_EQ(loop.stats().timerfd_arms, arms);
+  ASSERT_TRUE(system.reprogram(id, mono.now() + kMillisecond));
+  EXPECT_EQ(loop.run_once(5 * kSecond), 1u);  // arms once, waits, fires
+  EXPECT_EQ(loop.stats().timerfd_arms, arms + 1);
+  EXPECT_EQ(fired.count.load(), 1);
+}
+
+TEST(EventLoopTest, RunOnceReturnsOnTimeoutWithNothingDue) {
+  CyclicSystem system(mono, LoopOptions{.loops = 1, .threads = false});
+  const Nanos start = mono.now();
+  EXPECT_EQ(system.loop(0).run_once(5 * kMillisecond), 0u);
+  EXPECT_GE(mono.now() - start, 5 * kMillisecond);
+}
+
+TEST(EventLoopTest, RunOnceWakesForPostedWork) {
+  CyclicSystem system(mono, LoopOptions{.loops = 1, .threads = false});
+  EventLoop& loop = system.loop(0);
+  std::atomic<bool> ran{false};
+  std::thread poster([&] {
+    std::this_thread::sleep_for(10ms);
+    loop.post([&] { ran.store(true); });
+  });
+  const Nanos start = mono.now();
+  while (!ran.load() && mono.now() - start < 10 * kSecond) loop.run_once(10 * kSecond);
+  poster.join();
+  EXPECT_TRUE(ran.load());
+  EXPECT_LT(mono.now() - start, 10 * kSecond);
+}
+
+TEST(EventLoopTest, DestroyingTheSystemWithArmedCyclicsRunsNoMoreHandlers) {
+  Fired fired;
+  {
+    CyclicSystem system(mono, LoopOptions{.loops = 2});
+    for (int i = 0; i < 100; ++i) {
+      system.add(&Fired::handler, &fired, mono.now() + 20 * kMillisecond, kMillisecond, system.loop(i % 2));
+    }
+  }
+  const int after = fired.count.load();
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(fired.count.load(), after);
+}
+
+TEST(EventLoopTest, PostAfterStopIsRefused) {
+  auto system = std::make_unique<CyclicSystem>(mono, LoopOptions{.loops = 1});
+  EventLoop& loop = system->loop(0);
+  loop.stop();
+  EXPECT_FALSE(loop.post([] {}));
+}
+
+TEST(EventLoopTest, NoFileDescriptorOrThreadLeaksAcrossManySystems) {
+  auto count = [](const char* dir) {
+    return std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator{});
+  };
+  const auto fds = count("/proc/self/fd");
+  const auto tasks = count("/proc/self/task");
+  for (int i = 0; i < 50; ++i) {
+    CyclicSystem system(mono, LoopOptions{.loops = 2});
+    Fired fired;
+    system.add(&Fired::handler, &fired, mono.now(), kOneShot, system.loop(1));
+    fired.gate.wait_for(5s);
+  }
+  EXPECT_EQ(count("/proc/self/fd"), fds);
+  EXPECT_EQ(count("/proc/self/task"), tasks);
+}
+
+}  // namespace
+}  // namespace vmm::timers
