@@ -10,11 +10,11 @@ namespace vmm::testing {
 // A one-way gate: wait() blocks until open() was called (before or after).
 class Gate {
  public:
+  // Notifies under the lock: a waiter may destroy the gate as soon as it
+  // sees it open, which must not happen while notify_all still runs.
   void open() {
-    {
-      std::lock_guard lock(mu_);
-      open_ = true;
-    }
+    std::lock_guard lock(mu_);
+    open_ = true;
     cv_.notify_all();
   }
   void wait() {
