@@ -71,7 +71,7 @@ class EventLoop {
 
   // Earliest deadline in the heap (kNever when empty) and what the timerfd
   // is armed at (kNever when disarmed).
-  Nanos next_deadline() const;
+  Nanos next_deadline();
   Nanos armed_deadline() const;
   std::size_t heap_size() const;
   LoopStats stats() const;
@@ -84,16 +84,22 @@ class EventLoop {
   void heap_push(CyclicSlot* slot);
   void heap_erase(CyclicSlot* slot);
   void heap_update(CyclicSlot* slot, Nanos when);  // in or out of the heap
+  Nanos earliest();  // the true earliest deadline, correcting lagging keys on top
   void sift_up(std::size_t pos);
   void sift_down(std::size_t pos);
-  void place(std::size_t pos, CyclicSlot* slot);
+  struct HeapEntry {
+    Nanos when;  // a copy of slot->when, kept in step
+    CyclicSlot* slot;
+  };
+  void place(std::size_t pos, HeapEntry entry);
 
   // Called with mu_ held after a deadline was set to `when`.
   void deadline_changed(Nanos when);
   void arm_locked(Nanos deadline);
   void start_thread(bool pin);
   void thread_main();
-  void wait_for_events(Nanos timeout);
+  bool wait_for_events(Nanos timeout);  // true when the timerfd fired
+  void drain_timerfd();
   bool submit_poll(int fd, std::uint64_t tag);
   std::size_t run_posted();
   void ring_doorbell() noexcept;
@@ -103,10 +109,11 @@ class EventLoop {
   const std::size_t index_;
   const int cpu_;
   const std::string name_;
+  const bool uses_timerfd_;  // false on a manual clock: nothing to wait for
 
   mutable std::mutex mu_;
   std::condition_variable handler_done_;  // a running handler finished
-  std::vector<CyclicSlot*> heap_;
+  std::vector<HeapEntry> heap_;
   Nanos armed_ = kNever;          // what the timerfd is armed at
   bool arm_pending_ = false;      // arm before the next wait (loop-thread ops)
   // The loop's thread, or for a caller-driven loop the last thread that

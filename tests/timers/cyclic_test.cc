@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <atomic>
+#include <deque>
 #include <random>
 #include <thread>
 #include <vector>
@@ -198,6 +200,81 @@ TEST_F(CyclicTest, AHundredThousandCyclicsOnOneLoop) {
                              [](const Expiry& a, const Expiry& b) { return a.deadline < b.deadline; }));
   for (int i = 0; i < kCount; i += 2) ASSERT_TRUE(system.remove(ids[i]));
   EXPECT_EQ(system.live_count(), static_cast<std::size_t>(kCount / 2));
+}
+
+TEST_F(CyclicTest, ALaterDeadlineLeavesALaggingKeyThatNeverFiresEarly) {
+  const Nanos t = clock.now();
+  const CyclicId a = add_one_shot(t + 10);
+  add_one_shot(t + 20);
+  ASSERT_TRUE(system.reprogram(a, t + 30));  // a's key stays at t+10 in the heap
+  EXPECT_EQ(loop0.next_deadline(), t + 20);
+  clock.set(t + 20);
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_EQ(rec.calls.back().deadline, t + 20);
+  clock.set(t + 29);
+  EXPECT_EQ(loop0.run_due(), 0u);
+  ASSERT_TRUE(system.reprogram(a, t + 25));  // earlier than its deadline, later than its old key
+  EXPECT_EQ(loop0.next_deadline(), t + 25);
+  EXPECT_EQ(loop0.run_due(), 1u);
+  EXPECT_EQ(rec.calls.back().deadline, t + 25);
+}
+
+// Random operations checked against a plain map of what should be armed:
+// whatever the heap does internally, exactly the due cyclics fire, each at
+// its latest deadline.
+TEST_F(CyclicTest, RandomOperationsMatchAReferenceModel) {
+  struct Fire {
+    std::map<std::uint32_t, Nanos>* fired;
+    std::uint32_t key;
+  };
+  std::map<std::uint32_t, Nanos> fired;
+  std::map<std::uint32_t, Nanos> armed;  // reference: key -> deadline
+  std::map<std::uint32_t, CyclicId> ids;
+  std::deque<Fire> targets;
+  std::mt19937_64 rng(99);
+  std::uint32_t next_key = 0;
+  auto handler = [](void* arg, const Expiry& e) {
+    auto* f = static_cast<Fire*>(arg);
+    (*f->fired)[f->key] = e.deadline;
+  };
+  for (int step = 0; step < 20000; ++step) {
+    const unsigned op = static_cast<unsigned>(rng() % 100);
+    const Nanos when = clock.now() + static_cast<Nanos>(rng() % 10'000);
+    if (op < 25 || ids.empty()) {
+      targets.push_back(Fire{&fired, next_key});
+      ids[next_key] = system.add(handler, &targets.back(), when, kOneShot, loop0);
+      armed[next_key++] = when;
+    } else {
+      auto it = ids.begin();
+      std::advance(it, static_cast<long>(rng() % ids.size()));
+      if (op < 85) {
+        ASSERT_TRUE(system.reprogram(it->second, when));
+        armed[it->first] = when;
+      } else if (op < 90) {
+        ASSERT_TRUE(system.reprogram(it->second, kNever));
+        armed.erase(it->first);
+      } else {
+        ASSERT_TRUE(system.remove(it->second));
+        armed.erase(it->first);
+        ids.erase(it);
+      }
+    }
+    if (rng() % 10 == 0) {
+      clock.advance(static_cast<Nanos>(rng() % 3'000));
+      fired.clear();
+      loop0.run_due();
+      std::map<std::uint32_t, Nanos> due;
+      for (auto [key, deadline] : armed) {
+        if (deadline <= clock.now()) due[key] = deadline;
+      }
+      ASSERT_EQ(fired, due) << "at step " << step;
+      for (auto& [key, deadline] : due) armed.erase(key);  // one-shots park after firing
+      ASSERT_EQ(loop0.next_deadline(), armed.empty() ? kNever
+                                                     : std::min_element(armed.begin(), armed.end(),
+                                                                        [](auto& x, auto& y) { return x.second < y.second; })
+                                                           ->second);
+    }
+  }
 }
 
 // --- handlers acting on the system from inside a batch
