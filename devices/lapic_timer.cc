@@ -1,0 +1,217 @@
+#include "devices/lapic_timer.h"
+
+#include <spdlog/spdlog.h>
+
+#include "timers/event_loop.h"
+#include "timers/race_points.h"
+
+namespace vmm::devices {
+
+using timers::CalloutTime;
+using timers::Nanos;
+
+namespace {
+
+// Divide configuration bits 0, 1 and 3 select 2, 4, 8, 16, 32, 64, 128, 1.
+std::uint64_t divisor_of(std::uint32_t config) {
+  const std::uint32_t code = (config & 3) | ((config >> 1) & 4);
+  return code == 7 ? 1 : std::uint64_t{2} << code;
+}
+
+}  // namespace
+
+LapicTimer::LapicTimer(timers::CyclicSystem& system, timers::EventLoop& loop, Deliver deliver, Config config)
+    : system_(system), clock_(system.clock()), deliver_(std::move(deliver)), config_(config) {
+  callout_.init(system_, loop, &LapicTimer::on_timer, this);
+}
+
+LapicTimer::~LapicTimer() { callout_.drain(); }
+
+Nanos LapicTimer::tick_ns() const {
+  // bus_hz is at most 1 GHz in any sane configuration; clamp so a tick is
+  // never 0 ns (a zero-length period would spin).
+  const std::uint64_t hz = config_.bus_hz == 0 ? 1 : config_.bus_hz;
+  const auto ns = static_cast<Nanos>(divisor_of(divide_config_) * 1'000'000'000ull / hz);
+  return ns > 0 ? ns : 1;
+}
+
+Nanos LapicTimer::tsc_to_time(std::uint64_t tsc) const {
+  // Inverse of tsc = tsc_at_zero + t * tsc_hz / 1e9, saturating.
+  const std::uint64_t hz = config_.tsc_hz == 0 ? 1 : config_.tsc_hz;
+  if (static_cast<std::int64_t>(tsc) <= config_.tsc_at_zero) return 1;
+  const unsigned __int128 delta = tsc - static_cast<std::uint64_t>(config_.tsc_at_zero);
+  const unsigned __int128 ns = delta * 1'000'000'000u / hz;
+  return ns >= static_cast<unsigned __int128>(timers::kNever) ? timers::kNever - 1 : static_cast<Nanos>(ns);
+}
+
+void LapicTimer::arm(Nanos deadline) {
+  deadline_ = deadline;
+  if (!paused_) callout_.reset(deadline, CalloutTime::absolute);
+}
+
+void LapicTimer::disarm() {
+  deadline_ = 0;
+  period_ = 0;
+  callout_.stop();
+}
+
+void LapicTimer::on_timer(void* arg) {
+  auto* self = static_cast<LapicTimer*>(arg);
+  std::lock_guard lock(self->mu_);
+  if (self->callout_.pending()) return;  // re-armed since this firing was due
+  if (!self->callout_.active()) return;  // stopped
+  self->callout_.deactivate();
+
+  const Nanos now = self->clock_.now();
+  if (now < self->deadline_) {
+    // Impossible with target/fired callouts (it is what illumos 12738's
+    // KASSERT caught); re-arm rather than fire early if it ever happens.
+    if (self->log_limit_.allow()) spdlog::error("lapic timer fired {} ns early; re-arming", self->deadline_ - now);
+    self->callout_.reset(self->deadline_, CalloutTime::absolute);
+    return;
+  }
+  if ((self->lvt_ & kLvtMasked) == 0) {
+    self->deliver_(static_cast<std::uint8_t>(self->lvt_ & 0xff));
+    ++self->delivered_;
+  }
+  if (self->mode() == Mode::periodic && self->period_ > 0) {
+    // Next deadline = previous + period; a whole period missed restarts the
+    // time base at now (TIMERS.md, LAPIC lag policy).
+    Nanos next = self->deadline_ + self->period_;
+    if (now - self->deadline_ >= self->period_) next = now + self->period_;
+    timers::race_point(timers::RacePoint::device_handler_before_rearm);
+    self->arm(next);
+  } else {
+    self->deadline_ = 0;  // fired: current count reads 0, resume won't re-arm
+    if (self->mode() == Mode::tsc_deadline) self->tsc_deadline_ = 0;
+  }
+}
+
+void LapicTimer::write_lvt(std::uint32_t value) noexcept {
+  std::lock_guard lock(mu_);
+  // Bits 0-7 vector, 16 mask, 17-18 mode; the rest (incl. delivery status)
+  // is read-only or reserved. Mode 3 is reserved: treated as one-shot.
+  std::uint32_t kept = value & (0xffu | kLvtMasked | (3u << kModeShift));
+  if (((kept >> kModeShift) & 3) == 3) kept &= ~(3u << kModeShift);
+  const bool mode_changed = ((kept ^ lvt_) >> kModeShift & 3) != 0;
+  lvt_ = kept;
+  // SDM: a write that changes the timer mode disarms the timer.
+  if (mode_changed) {
+    initial_count_ = 0;
+    tsc_deadline_ = 0;
+    disarm();
+  }
+}
+
+std::uint32_t LapicTimer::read_lvt() const noexcept {
+  std::lock_guard lock(mu_);
+  return lvt_;
+}
+
+void LapicTimer::write_initial_count(std::uint32_t value) noexcept {
+  std::lock_guard lock(mu_);
+  if (mode() == Mode::tsc_deadline) return;  // ignored in TSC-deadline mode
+  initial_count_ = value;
+  if (value == 0) {
+    disarm();
+    return;
+  }
+  const Nanos period = static_cast<Nanos>(value) * tick_ns();
+  period_ = mode() == Mode::periodic ? period : 0;
+  arm(clock_.now() + period);
+}
+
+std::uint32_t LapicTimer::read_initial_count() const noexcept {
+  std::lock_guard lock(mu_);
+  return initial_count_;
+}
+
+std::uint32_t LapicTimer::read_current_count() const noexcept {
+  std::lock_guard lock(mu_);
+  if (mode() == Mode::tsc_deadline || deadline_ == 0 || initial_count_ == 0) return 0;
+  const Nanos remaining = deadline_ - clock_.now();
+  if (remaining <= 0) return 0;  // due; the handler has not run yet
+  const Nanos tick = tick_ns();
+  const auto count = static_cast<std::uint64_t>((remaining + tick - 1) / tick);
+  return static_cast<std::uint32_t>(count < initial_count_ ? count : initial_count_);
+}
+
+void LapicTimer::write_divide_config(std::uint32_t value) noexcept {
+  std::lock_guard lock(mu_);
+  const std::uint32_t config = value & 0xb;
+  if (config == divide_config_) return;
+  // Keep the count where it is and let it run at the new rate from now on.
+  const Nanos now = clock_.now();
+  const Nanos old_tick = tick_ns();
+  divide_config_ = config;
+  if (mode() != Mode::tsc_deadline && deadline_ > now && initial_count_ != 0) {
+    const Nanos remaining_counts = (deadline_ - now + old_tick - 1) / old_tick;
+    if (period_ > 0) period_ = static_cast<Nanos>(initial_count_) * tick_ns();
+    arm(now + remaining_counts * tick_ns());
+  }
+}
+
+std::uint32_t LapicTimer::read_divide_config() const noexcept {
+  std::lock_guard lock(mu_);
+  return divide_config_;
+}
+
+void LapicTimer::write_tsc_deadline(std::uint64_t tsc) noexcept {
+  std::lock_guard lock(mu_);
+  if (mode() != Mode::tsc_deadline) return;  // SDM: ignored outside the mode
+  tsc_deadline_ = tsc;
+  period_ = 0;
+  if (tsc == 0) {
+    disarm();
+    return;
+  }
+  arm(tsc_to_time(tsc));
+}
+
+std::uint64_t LapicTimer::read_tsc_deadline() const noexcept {
+  std::lock_guard lock(mu_);
+  return mode() == Mode::tsc_deadline ? tsc_deadline_ : 0;
+}
+
+bool LapicTimer::localize() noexcept { return callout_.localize(); }
+
+void LapicTimer::drain_timers() noexcept { callout_.drain(); }
+
+void LapicTimer::reset(timers::EventLoop& loop) noexcept {
+  callout_.drain();  // idempotent; a reset is always preceded by a drain
+  std::lock_guard lock(mu_);
+  lvt_ = kLvtMasked;
+  initial_count_ = 0;
+  divide_config_ = 0;
+  tsc_deadline_ = 0;
+  deadline_ = 0;
+  period_ = 0;
+  paused_ = false;
+  callout_.init(system_, loop, &LapicTimer::on_timer, this);
+}
+
+void LapicTimer::pause() noexcept {
+  std::lock_guard lock(mu_);
+  paused_ = true;
+  callout_.stop();  // the deadline is kept
+}
+
+void LapicTimer::resume() noexcept {
+  std::lock_guard lock(mu_);
+  paused_ = false;
+  if (deadline_ != 0) callout_.reset(deadline_, CalloutTime::absolute);
+}
+
+void LapicTimer::bind_timers(timers::EventLoop& loop) noexcept { callout_.bind(loop); }
+
+std::uint64_t LapicTimer::interrupts_delivered() const noexcept {
+  std::lock_guard lock(mu_);
+  return delivered_;
+}
+
+Nanos LapicTimer::deadline() const noexcept {
+  std::lock_guard lock(mu_);
+  return deadline_;
+}
+
+}  // namespace vmm::devices
