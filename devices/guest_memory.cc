@@ -70,14 +70,14 @@ std::optional<std::span<std::uint8_t>> GuestMemory::slice(std::uint64_t address,
 bool GuestMemory::read(std::uint64_t address, std::span<std::uint8_t> out) const noexcept {
   auto view = slice(address, out.size());
   if (!view) return false;
-  std::memcpy(out.data(), view->data(), out.size());
+  if (!out.empty()) std::memcpy(out.data(), view->data(), out.size());  // memcpy(nullptr, ..., 0) is UB
   return true;
 }
 
 bool GuestMemory::write(std::uint64_t address, std::span<const std::uint8_t> in) noexcept {
   auto view = slice(address, in.size());
   if (!view) return false;
-  std::memcpy(view->data(), in.data(), in.size());
+  if (!in.empty()) std::memcpy(view->data(), in.data(), in.size());
   return true;
 }
 
