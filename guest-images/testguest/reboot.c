@@ -1,0 +1,201 @@
+/*
+ * test=reboot: start every timer, then reset through the i8042 while they
+ * fire, as Linux's reboot=k does. The boot count lives in CMOS NVRAM, which
+ * a PC keeps across a reset; after count=N boots the run succeeds.
+ */
+#include "acpi.h"
+#include "apic.h"
+#include "cmdline.h"
+#include "hpet.h"
+#include "io.h"
+#include "ioapic.h"
+#include "irq.h"
+#include "lib.h"
+#include "pit.h"
+#include "platform.h"
+#include "progress.h"
+#include "rtc.h"
+#include "scenarios.h"
+#include "tsc.h"
+#include "wait.h"
+
+/*
+ * The last two bytes of the standard 128-byte CMOS bank: outside the clock
+ * registers (0x00-0x0d) and unused by QEMU's PC CMOS layout and SeaBIOS
+ * (0x0e-0x3d, 0x5b-0x5f).
+ */
+#define NVRAM_MAGIC 0x7e
+#define NVRAM_BOOTS 0x7f
+#define MAGIC_VALUE 0xa5
+
+#define I8042_STATUS 0x64
+#define I8042_CMD 0x64
+#define I8042_INPUT_FULL 0x02
+#define I8042_PULSE_RESET 0xfe
+
+static volatile uint32_t hits[256];
+
+static void count_irq(unsigned v, uint64_t tsc)
+{
+    (void)tsc;
+    hits[v & 0xff]++;
+    if (plat.have_rtc && v == VEC_IOAPIC_BASE + RTC_ISA_IRQ)
+        rtc_ack();
+    lapic_eoi();
+}
+
+/* The vectors we expect to fire, and a description of what drives them for the log. */
+struct started {
+    uint8_t vec[8];
+    uint32_t n;
+    char what[120];
+    uint32_t len;
+};
+
+static void describe(struct started *s, const char *name, int gsi)
+{
+    char tmp[24];
+    uint32_t k = 0;
+    for (const char *p = name; *p && k < 12; p++)
+        tmp[k++] = *p;
+    if (gsi >= 0) {
+        tmp[k++] = '@';
+        tmp[k++] = 'g';
+        if (gsi >= 10)
+            tmp[k++] = (char)('0' + gsi / 10);
+        tmp[k++] = (char)('0' + gsi % 10);
+    }
+    if (s->len + k + 2 >= sizeof(s->what))
+        return;
+    if (s->len)
+        s->what[s->len++] = ' ';
+    memcpy(s->what + s->len, tmp, k);
+    s->len += k;
+    s->what[s->len] = 0;
+}
+
+static void route(struct started *s, const char *name, uint32_t gsi)
+{
+    uint8_t v = (uint8_t)(VEC_IOAPIC_BASE + gsi);
+    irq_set_handler(v, count_irq);
+    describe(s, name, (int)gsi);
+    for (uint32_t i = 0; i < s->n; i++)
+        if (s->vec[i] == v)
+            return;
+    s->vec[s->n++] = v;
+}
+
+static bool all_fired(void *arg)
+{
+    const struct started *s = arg;
+    for (uint32_t i = 0; i < s->n; i++)
+        if (!hits[s->vec[i]])
+            return false;
+    return true;
+}
+
+static void start_all_timers(struct started *s)
+{
+    uint32_t gsi;
+    if (plat.have_pit && plat.have_ioapic) {
+        acpi_isa_irq(PIT_ISA_IRQ, &gsi, &(bool){0}, &(bool){0});
+        route(s, "pit", gsi);
+        ioapic_route_isa(PIT_ISA_IRQ, plat.bsp_apic_id, &gsi);
+        pit_start_periodic((PIT_HZ + 500) / 1000);
+    }
+    if (plat.have_rtc && plat.have_ioapic) {
+        acpi_isa_irq(RTC_ISA_IRQ, &gsi, &(bool){0}, &(bool){0});
+        route(s, "rtc", gsi);
+        ioapic_route_isa(RTC_ISA_IRQ, plat.bsp_apic_id, &gsi);
+        rtc_periodic_start(6);
+    }
+    if (plat.have_hpet && plat.have_ioapic) {
+        /* Every comparator at once; on a PC whose HPET only reaches pin 2 they share it with the PIT (all edge). */
+        static const char *const names[] = {"hpet0", "hpet1", "hpet2"};
+        uint32_t n = hpet_num_timers() < 3 ? hpet_num_timers() : 3;
+        for (uint32_t i = 0; i < n; i++) {
+            int g = hpet_pick_gsi(i, 1u << RTC_ISA_IRQ);
+            if (g < 0 || g >= 48)
+                continue;
+            route(s, names[i], (uint32_t)g);
+            ioapic_route((uint32_t)g, (uint8_t)(VEC_IOAPIC_BASE + g), plat.bsp_apic_id, false, false);
+            if (hpet_periodic_capable(i)) {
+                hpet_start_periodic(i, (uint32_t)g, (uint32_t)(hpet_hz() / 1000));
+            } else {
+                hpet_config_oneshot(i, (uint32_t)g);
+                hpet_arm_oneshot(i, hpet_counter() + (uint32_t)(hpet_hz() / 1000));
+            }
+        }
+    }
+    if (plat.have_lapic_timer) {
+        irq_set_handler(VEC_LAPIC_TIMER, count_irq);
+        describe(s, "lapic", -1);
+        s->vec[s->n++] = VEC_LAPIC_TIMER;
+        lapic_timer_periodic(VEC_LAPIC_TIMER, (uint32_t)(lapic_timer_hz() / 1000));
+    }
+}
+
+static void i8042_reset(void)
+{
+    /* Linux's reboot=k: wait for the input buffer, pulse the reset line, ten times over. */
+    for (int attempt = 0; attempt < 10; attempt++) {
+        for (unsigned i = 0; i < 0x10000; i++) {
+            if (!(inb(I8042_STATUS) & I8042_INPUT_FULL))
+                break;
+            delay_us(2);
+        }
+        delay_us(50);
+        outb(I8042_CMD, I8042_PULSE_RESET);
+        delay_us(50);
+    }
+}
+
+static void clear_marker(void)
+{
+    cmos_write(NVRAM_BOOTS, 0);
+    cmos_write(NVRAM_MAGIC, 0);
+}
+
+uint32_t scenario_reboot(void)
+{
+    if (!platform_init("reboot"))
+        return EXIT_FAIL;
+    uint32_t target = (uint32_t)cmdline_u64("count", 3);
+    if (target < 1 || target > 200)
+        fail(EXIT_USAGE, "testguest: reboot: count=%u out of range 1..200\n", target);
+    if (!plat.have_rtc)
+        fail(EXIT_FAIL, "testguest: reboot FAILED: no CMOS to count boots in\n");
+    uint32_t boots = cmos_read(NVRAM_MAGIC) == MAGIC_VALUE ? cmos_read(NVRAM_BOOTS) + 1u : 1u;
+    if (boots > target) {
+        clear_marker();
+        fail(EXIT_FAIL, "testguest: reboot FAILED: CMOS says boot %u of %u\n", boots, target);
+    }
+    kprintf("testguest: reboot: boot %u of %u\n", boots, target);
+    if (boots == target) {
+        clear_marker();
+        kprintf("testguest: reboot ok boots=%u\n", boots);
+        return EXIT_OK;
+    }
+    if (inb(I8042_STATUS) == 0xff || !plat.have_lapic_timer) {
+        clear_marker();
+        fail(EXIT_FAIL, "testguest: reboot FAILED: %s\n",
+             plat.have_lapic_timer ? "no i8042 at port 0x64" : "the LAPIC timer is not usable");
+    }
+    cmos_write(NVRAM_BOOTS, (uint8_t)boots);
+    cmos_write(NVRAM_MAGIC, MAGIC_VALUE);
+    struct started s = {0};
+    start_all_timers(&s);
+    /*
+     * Wait (100 ms at most) until each source has fired once, so the reset
+     * lands on live timers. The timers themselves wake us: the LAPIC timer
+     * is one of them and cannot also be the watchdog.
+     */
+    bool live = wait_until(all_fired, &s, rdtsc() + us_to_tsc(100000), WAKE_EXTERNAL);
+    kprintf("testguest: reboot: timers %s (%s), resetting through the i8042\n",
+            live ? "firing" : "started, not all fired yet", s.what);
+    i8042_reset();
+    /* Still here: the reset did not happen. */
+    wait_until(0, 0, rdtsc() + us_to_tsc(1000000), WAKE_WATCHDOG);
+    clear_marker();
+    fail(EXIT_FAIL, "testguest: reboot FAILED: still running 1 s after the i8042 reset\n");
+}

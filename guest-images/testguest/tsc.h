@@ -1,0 +1,39 @@
+/* TSC frequency: from CPUID when the platform states it, else measured. */
+#ifndef TESTGUEST_TSC_H
+#define TESTGUEST_TSC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/*
+ * Tries, in order, the sources Linux itself uses:
+ *   cpuid-0x15        CPUID leaf 0x15 (crystal clock x TSC/crystal ratio)
+ *   cpuid-0x40000010  hypervisor timing leaf (TSC kHz in EAX)
+ *   kvmclock          KVM paravirtual clock: the TSC->ns multiplier that
+ *                     KVM publishes (Linux's kvm_get_tsc_khz)
+ *   pit               PIT channel 2 gated through port 0x61, 50 ms window
+ *                     (Linux's pit_calibrate_tsc)
+ * `force` (from tsc=... on the command line) restricts to one of them.
+ */
+bool tsc_init(const char *force);
+/* For callers that only need rough timeouts: use this rate, reported as "assumed". */
+void tsc_assume(uint64_t hz);
+uint64_t tsc_hz(void);
+const char *tsc_method(void);
+bool tsc_invariant(void);
+/* APIC bus kHz from leaf 0x40000010 EBX, 0 when not offered. */
+uint32_t tsc_hypervisor_apic_bus_khz(void);
+
+/*
+ * Reads a device register (often an exit to the device model) between two
+ * TSC reads, several times, and keeps the narrowest bracket: a host
+ * preemption inside one bracket would otherwise put milliseconds of error
+ * into the time we give the reading. Returns the TSC at the bracket's middle.
+ */
+uint64_t tsc_bracket(uint32_t (*read)(void), uint32_t *value);
+
+static inline uint64_t us_to_tsc(uint64_t us) { return us * (tsc_hz() / 1000) / 1000; }
+int64_t tsc_to_us(int64_t delta);
+int64_t tsc_to_ns(int64_t delta);
+
+#endif
