@@ -209,6 +209,11 @@ void VcpuThread::acknowledge_kick_locked() noexcept {
   drain_kick_signal();
 }
 
+void VcpuThread::notify() noexcept {
+  std::lock_guard lock(mu_);
+  if (state_ == VcpuState::running && request_ == Request::run) kick_locked();
+}
+
 bool VcpuThread::pause() {
   if (on_own_thread()) {
     std::lock_guard lock(mu_);
@@ -349,6 +354,7 @@ void VcpuThread::thread_main() noexcept {
       }
     }
 
+    if (io_.before_run) io_.before_run(vcpu_);
     counters_.runs.fetch_add(1, std::memory_order_relaxed);
     const int r = vcpu_.run();
     timers::race_point(timers::RacePoint::vcpu_exit_before_kick_ack);

@@ -81,6 +81,10 @@ struct VcpuIo {
   // KVM_EXIT_IOAPIC_EOI: the guest EOI'd a level-triggered vector that a
   // user-space IOAPIC route names (see irq_routing.h). Runs on the vCPU thread.
   std::function<void(unsigned vcpu, std::uint8_t vector)> ioapic_eoi;
+  // Runs on the vCPU thread right before every KVM_RUN, with no lock held.
+  // vCPU 0 uses it to inject the user-space PIC's ExtINT (KVM_INTERRUPT or
+  // request_interrupt_window) and to keep the legacy timers on its CPU.
+  std::function<void(KvmVcpu& vcpu)> before_run{};
 };
 
 enum class VcpuState : std::uint8_t { created, running, paused, exited };
@@ -130,6 +134,11 @@ class VcpuThread {
 
   // Lets a paused vCPU run again. No effect in other states.
   void resume();
+
+  // Makes a running vCPU leave KVM_RUN once and go round its loop (so
+  // before_run sees, say, a newly pending PIC interrupt), without pausing
+  // it. Cheap when it is not in KVM_RUN; never waits. Any thread.
+  void notify() noexcept;
 
   // Stops the vCPU and joins its thread; afterwards the state is exited (or
   // still created if it never started). Idempotent; callable from any

@@ -126,6 +126,7 @@ TEST_F(AcpiFixture, FadtDescribesPmBlocksResetRegisterAndDsdt) {
   EXPECT_EQ(test::by_value(fadt.reset_reg.access_size), kAccessByte);
   EXPECT_EQ(test::by_value(fadt.reset_reg.address), 0xCF9u);
   EXPECT_EQ(test::by_value(fadt.reset_value), 0x06);
+  EXPECT_EQ(test::by_value(fadt.century), 0x32) << "the CMOS century register";
   EXPECT_TRUE(fadt.iapc_boot_arch & kBootArch8042);
   EXPECT_TRUE(fadt.iapc_boot_arch & kBootArchLegacyDevices);
 

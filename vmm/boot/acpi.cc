@@ -128,6 +128,9 @@ Bytes build_fadt(std::uint64_t dsdt, std::uint64_t facs) {
   // Latencies above 100 / 1000 us mean "C2 / C3 not supported".
   fadt.p_lvl2_lat = 101;
   fadt.p_lvl3_lat = 1001;
+  // The CMOS holds the century at 0x32 (the RTC model keeps it), so Linux
+  // reads four-digit years instead of guessing 19xx/20xx.
+  fadt.century = kCmosCenturyIndex;
   fadt.iapc_boot_arch = kBootArchLegacyDevices | kBootArch8042 | kBootArchVgaNotPresent;
   fadt.flags = kFadtWbinvd | kFadtProcC1 | kFadtSleepButton | kFadtResetRegSupported;
   fadt.reset_reg = {kAddressSpaceSystemIo, 8, 0, kAccessByte, kResetPort};

@@ -21,6 +21,9 @@ namespace vmm::boot::acpi {
 // active-high (see the MADT interrupt source override).
 inline constexpr unsigned kSciIrq = 9;
 
+// The CMOS register holding the century, named by the FADT.
+inline constexpr std::uint8_t kCmosCenturyIndex = 0x32;
+
 // PM1a event block: PM1_STS (16 bits) at the base, PM1_EN (16 bits) at +2.
 inline constexpr std::uint16_t kPm1aEventPort = 0x600;
 inline constexpr std::uint8_t kPm1EventLength = 4;

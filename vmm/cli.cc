@@ -1,0 +1,136 @@
+#include "vmm/cli.h"
+
+#include <CLI/CLI.hpp>
+
+#include <cctype>
+#include <limits>
+
+#ifndef VMM_VERSION
+#define VMM_VERSION "0.0.0"
+#endif
+
+namespace vmm {
+
+namespace {
+
+constexpr const char* kExitStatusHelp =
+    "Exit status:\n"
+    "  0    the guest powered off (ACPI S5), or reset under --no-reboot\n"
+    "  odd  the guest wrote v to the debug-exit port 0xf4: (v << 1) | 1 (as QEMU's isa-debug-exit)\n"
+    "  2    bad command line\n"
+    "  4    the VM could not be set up (kernel, initrd, memory, vCPUs, /dev/kvm)\n"
+    "  6    the guest could not run (KVM internal error, failed VM entry)\n"
+    "  8    stopped by the host (SIGTERM/SIGINT, control socket, Ctrl-A x on the console)\n";
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+}  // namespace
+
+std::uint64_t parse_memory_size(std::string_view text) {
+  const auto bad = [&](const char* why) {
+    return UsageError("--memory '" + std::string(text) + "': " + why);
+  };
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  if (digits == 0) throw bad("expected a size such as 256M or 2G");
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < digits; ++i) {
+    const std::uint64_t digit = static_cast<std::uint64_t>(text[i] - '0');
+    if (value > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) throw bad("too large");
+    value = value * 10 + digit;
+  }
+  const std::string unit = lower(text.substr(digits));
+  unsigned shift;
+  if (unit.empty() || unit == "m" || unit == "mib" || unit == "mb") {
+    shift = 20;
+  } else if (unit == "k" || unit == "kib" || unit == "kb") {
+    shift = 10;
+  } else if (unit == "g" || unit == "gib" || unit == "gb") {
+    shift = 30;
+  } else if (unit == "t" || unit == "tib" || unit == "tb") {
+    shift = 40;
+  } else {
+    throw bad("unknown unit (use K, M, G or T)");
+  }
+  if (value > (std::numeric_limits<std::uint64_t>::max() >> shift)) throw bad("too large");
+  const std::uint64_t bytes = value << shift;
+  if (bytes == 0) throw bad("guest memory must be more than 0");
+  if (bytes % 4096 != 0) throw bad("must be a multiple of 4 KiB");
+  return bytes;
+}
+
+Command parse_command_line(const std::vector<std::string>& args) {
+  CLI::App app{"vmm: a KVM virtual machine monitor (split irqchip; PIT, RTC, HPET, IOAPIC, PIC in user space)"};
+  app.name("vmm");
+  app.footer(kExitStatusHelp);
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("vmm ") + VMM_VERSION);
+
+  Command command;
+  RunOptions& o = command.run;
+  std::string memory = "256M";
+  std::string serial = "stdio";
+  bool no_reboot = false;
+  bool no_hpet = false;
+
+  CLI::App* run = app.add_subcommand("run", "Boot a guest kernel (bzImage, or an ELF with a PVH entry note)");
+  run->add_option("--kernel", o.kernel, "Kernel image (bzImage or PVH ELF)")->required();
+  run->add_option("--initrd", o.initrd, "Initial ramdisk");
+  run->add_option("--cmdline", o.cmdline, "Kernel command line");
+  run->add_option("--cpus", o.cpus, "Number of vCPUs (default 1)");
+  run->add_option("--memory", memory, "Guest RAM, e.g. 256M, 2G (default 256M; a bare number is MiB)");
+  run->add_option("--serial", serial, "COM1 goes to: stdio (default), null, or file:PATH");
+  run->add_flag("--no-reboot", no_reboot, "Exit (status 0) when the guest resets instead of rebooting it");
+  run->add_flag("--no-hpet", no_hpet, "Leave the HPET (and its ACPI table) out");
+  run->add_option("--log-level", o.log_level, "trace, debug, info, warn (default), error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  run->add_option("--control", o.control, "Serve the control protocol on this Unix socket path");
+
+  std::vector<const char*> argv;
+  argv.push_back("vmm");
+  for (const auto& a : args) argv.push_back(a.c_str());
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::CallForHelp&) {
+    command.kind = Command::Kind::help;
+    command.text = app.help();
+    if (run->parsed()) command.text = run->help();
+    return command;
+  } catch (const CLI::CallForAllHelp&) {
+    command.kind = Command::Kind::help;
+    command.text = app.help("", CLI::AppFormatMode::All);
+    return command;
+  } catch (const CLI::CallForVersion&) {
+    command.kind = Command::Kind::version;
+    command.text = std::string("vmm ") + VMM_VERSION + "\n";
+    return command;
+  } catch (const CLI::ParseError& e) {
+    // CLI11's messages name the option ("--cpus: Value 'x' could not be ...").
+    std::string message = e.what();
+    if (message.empty()) message = "bad command line";
+    throw UsageError(message);
+  }
+
+  o.memory = parse_memory_size(memory);
+  if (o.cpus == 0) throw UsageError("--cpus must be at least 1");
+  o.reboot = !no_reboot;
+  o.hpet = !no_hpet;
+  if (serial == "stdio") {
+    o.serial = SerialKind::stdio;
+  } else if (serial == "null") {
+    o.serial = SerialKind::null;
+  } else if (serial.rfind("file:", 0) == 0 && serial.size() > 5) {
+    o.serial = SerialKind::file;
+    o.serial_path = serial.substr(5);
+  } else {
+    throw UsageError("--serial '" + serial + "': expected stdio, null or file:PATH");
+  }
+  command.kind = Command::Kind::run;
+  return command;
+}
+
+}  // namespace vmm

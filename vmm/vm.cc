@@ -1,0 +1,366 @@
+#include "vmm/vm.h"
+
+#include <sched.h>
+#include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
+#include <sys/sysinfo.h>
+
+#include "devices/error.h"
+#include "devices/rate_limit.h"
+#include "vmm/boot/acpi.h"
+#include "vmm/cpuid.h"
+
+namespace vmm {
+
+namespace {
+
+timers::Nanos now_ns() { return timers::MonotonicClock::instance().now(); }
+
+std::uint64_t host_ram_bytes() {
+  struct sysinfo info {};
+  if (::sysinfo(&info) != 0) return 0;
+  return std::uint64_t{info.totalram} * info.mem_unit;
+}
+
+devices::GuestMemory allocate_memory(std::uint64_t bytes) {
+  if (bytes == 0) throw Error("guest memory size must be more than 0");
+  const std::uint64_t host = host_ram_bytes();
+  if (host != 0 && bytes > host) {
+    throw Error("guest memory of " + std::to_string(bytes >> 20) + " MiB is more than this host's " +
+                std::to_string(host >> 20) + " MiB of RAM");
+  }
+  if (bytes < (2ull << 20)) throw Error("guest memory must be at least 2 MiB (got " + std::to_string(bytes) + " bytes)");
+  return devices::GuestMemory::allocate(bytes);
+}
+
+unsigned checked_cpus(const KvmSystem& kvm, unsigned cpus) {
+  if (cpus == 0) throw Error("the number of vCPUs must be at least 1");
+  if (cpus > boot::acpi::kMaxCpus) {
+    throw Error("--cpus " + std::to_string(cpus) + " exceeds the " + std::to_string(boot::acpi::kMaxCpus) +
+                " vCPUs this VMM's MADT and IOAPIC numbering allow");
+  }
+  kvm.check_vcpu_count(cpus);
+  return cpus;
+}
+
+}  // namespace
+
+const char* to_string(VmState state) noexcept {
+  switch (state) {
+    case VmState::created: return "created";
+    case VmState::running: return "running";
+    case VmState::paused: return "paused";
+    case VmState::resetting: return "resetting";
+    case VmState::stopping: return "stopping";
+    case VmState::ended: return "ended";
+  }
+  return "unknown";
+}
+
+Vm::Vm(const VmConfig& config, const KvmSystem& kvm, timers::CyclicSystem& timers)
+    : config_(config),
+      kvm_(kvm),
+      timers_(timers),
+      memory_(allocate_memory(config.memory)),
+      kvm_vm_(kvm),
+      split_irqchip_((kvm_vm_.enable_split_irqchip(24), true)),
+      msi_(kvm_vm_),
+      routes_(kvm_vm_) {
+  const unsigned cpus = checked_cpus(kvm, config.boot.cpus);
+  kvm_vm_.set_memory(memory_);
+
+  timer_loop_ = &timers_.loop_for_current_cpu();
+  PlatformConfig platform_config;
+  platform_config.cpus = cpus;
+  platform_config.hpet = config.boot.hpet;
+  platform_config.serial_output = config.serial_output ? config.serial_output : &null_output_;
+  platform_config.boot_progress_start = config.process_start != 0 ? config.process_start : now_ns();
+  platform_ = std::make_unique<Platform>(
+      timers_, *timer_loop_, msi_, &routes_, platform_config,
+      PlatformEvents{
+          [this](const char* source) { post(Request::reset, 0, source); },
+          [this] { post(Request::poweroff, 0, "ACPI S5"); },
+          [this](std::uint64_t status) { post(Request::debug_exit, status); },
+          [this](bool asserted) {
+            // vCPU 0 injects the PIC's ExtINT before it next enters the
+            // guest; make it leave KVM_RUN (a halted vCPU 0 would not).
+            if (asserted && !vcpus_.empty()) vcpus_[0]->notify();
+          },
+      });
+  platform_->ioapic().publish_all_routes();
+
+  image_ = boot::load(memory_, config.boot);
+  spdlog::info("vm: {}", boot::describe(image_));
+
+  reset_msrs_ = reset_msr_indices(kvm);
+  for (unsigned i = 0; i < cpus; ++i) {
+    KvmVcpu vcpu = kvm_vm_.create_vcpu(i);
+    vcpu.set_cpuid(vcpu_cpuid(kvm.supported_cpuid(),
+                              CpuidOptions{.vcpu_index = i, .vcpu_count = cpus,
+                                           .tsc_deadline = kvm.has_tsc_deadline_timer()}));
+    power_on_.push_back(vcpu.snapshot(reset_msrs_));
+    VcpuIo io;
+    io.pio = &platform_->pio();
+    io.mmio = &platform_->mmio();
+    io.ioapic_eoi = [this](unsigned, std::uint8_t vector) { platform_->ioapic().end_of_interrupt(vector); };
+    if (i == 0) io.before_run = [this](KvmVcpu& v) { before_run_vcpu0(v); };
+    VcpuEvents& events = *this;  // private base: convert here, where it is accessible
+    vcpus_.push_back(std::make_unique<VcpuThread>(std::move(vcpu), std::move(io), events));
+  }
+  apply_entry_state(vcpus_[0]->vcpu(), image_.entry);
+  vcpus_[0]->vcpu().setup_boot_lapic();
+}
+
+Vm::~Vm() {
+  // A VM never run, or whose run() was abandoned: nothing may outlive it.
+  stop_vcpus();
+  if (platform_) platform_->drain_timers();
+}
+
+// ---------------------------------------------------------------- reports
+
+void Vm::reset_requested(unsigned vcpu, std::string_view reason) noexcept {
+  post(Request::reset, 0, "vcpu " + std::to_string(vcpu) + ": " + std::string(reason));
+}
+
+void Vm::poweroff_requested(unsigned vcpu, std::string_view reason) noexcept {
+  post(Request::poweroff, 0, "vcpu " + std::to_string(vcpu) + ": " + std::string(reason));
+}
+
+void Vm::fatal_error(unsigned vcpu, std::string_view message) noexcept {
+  post(Request::fatal, 0, "vcpu " + std::to_string(vcpu) + ": " + std::string(message));
+}
+
+void Vm::post(Request request, std::uint64_t value, std::string message) noexcept {
+  std::lock_guard lock(mu_);
+  reports_.push_back(Report{request, generation_.load(std::memory_order_acquire), value, std::move(message)});
+  wake_.notify_all();
+}
+
+bool Vm::post_checked(Request request, std::string* why) {
+  auto refuse = [&](const char* reason) {
+    if (why) *why = reason;
+    return false;
+  };
+  {
+    std::lock_guard lock(mu_);
+    const VmState state = state_;
+    if (state == VmState::ended) return refuse("the VM has ended");
+    if (state == VmState::stopping) return refuse("the VM is already stopping");
+    switch (request) {
+      case Request::pause:
+        if (state != VmState::running && state != VmState::resetting) return refuse("the VM is not running");
+        break;
+      case Request::resume:
+        if (state != VmState::paused) return refuse("the VM is not paused");
+        break;
+      case Request::reset:
+      case Request::stop:
+        if (state == VmState::created) return refuse("the VM has not started");
+        break;
+      default:
+        break;
+    }
+    for (const Report& queued : reports_) {
+      if (queued.request == request) return refuse("the same request is already pending");
+    }
+  }
+  post(request, 0, request == Request::reset ? "reset requested by the host" : std::string());
+  return true;
+}
+
+bool Vm::pause(std::string* why) { return post_checked(Request::pause, why); }
+bool Vm::resume(std::string* why) { return post_checked(Request::resume, why); }
+bool Vm::reset(std::string* why) { return post_checked(Request::reset, why); }
+bool Vm::stop(std::string* why) { return post_checked(Request::stop, why); }
+void Vm::force_stop() { post(Request::force_stop, 0, "stopped by the host"); }
+
+VmStatus Vm::status() const {
+  std::lock_guard lock(mu_);
+  VmStatus s;
+  s.state = state_;
+  s.reboots = reboots_;
+  s.boot_generation = generation_.load();
+  s.uptime_ns = boot_started_ != 0 ? now_ns() - boot_started_ : 0;
+  return s;
+}
+
+void Vm::set_state(VmState state) noexcept {
+  std::lock_guard lock(mu_);
+  state_ = state;
+}
+
+// ------------------------------------------------------------- vCPU 0 hooks
+
+void Vm::before_run_vcpu0(KvmVcpu& vcpu) noexcept {
+  follow_vcpu0_cpu();
+  inject_pic(vcpu);
+}
+
+void Vm::follow_vcpu0_cpu() noexcept {
+  // bhyve runs the PIT, RTC and HPET on vCPU 0's CPU, so their interrupts
+  // are raised where they will be taken. Cheap when nothing moved.
+  const int cpu = ::sched_getcpu();
+  if (cpu == vcpu0_cpu_) return;
+  vcpu0_cpu_ = cpu;
+  timers::EventLoop& loop = timers_.loop_for_current_cpu();
+  if (&loop == timer_loop_) return;
+  platform_->bind_timers(loop);
+  timer_loop_ = &loop;
+}
+
+void Vm::inject_pic(KvmVcpu& vcpu) noexcept {
+  kvm_run* run = vcpu.run_page();
+  devices::Pic& pic = platform_->pic();
+  if (!pic.interrupt_pending()) {
+    run->request_interrupt_window = 0;
+    return;
+  }
+  // With the split irqchip KVM reports "ready" only when the guest can take
+  // an interrupt, LINT0 accepts ExtINT and no earlier ExtINT is queued.
+  if (run->ready_for_interrupt_injection) {
+    kvm_interrupt interrupt{};
+    interrupt.irq = pic.acknowledge();
+    if (::ioctl(vcpu.fd(), KVM_INTERRUPT, &interrupt) != 0) {
+      static RateLimit limit;
+      if (limit.allow()) spdlog::warn("vcpu 0: KVM_INTERRUPT of vector {:#x} failed", interrupt.irq);
+    }
+  }
+  run->request_interrupt_window = pic.interrupt_pending() ? 1 : 0;
+}
+
+// -------------------------------------------------------------- lifecycle
+
+void Vm::start_vcpus() {
+  for (auto& vcpu : vcpus_) vcpu->start();
+}
+
+void Vm::stop_vcpus() noexcept {
+  for (auto& vcpu : vcpus_) vcpu->stop();
+}
+
+VmOutcome Vm::run() {
+  {
+    std::lock_guard lock(mu_);
+    if (ran_) throw Error("a VM runs once; create another Vm to run again");
+    ran_ = true;
+    state_ = VmState::running;
+    boot_started_ = now_ns();
+  }
+  try {
+    start_vcpus();
+  } catch (const Error& e) {
+    return end(VmEnd::guest_error, kExitGuestError, e.what());
+  }
+
+  for (;;) {
+    Report report;
+    {
+      std::unique_lock lock(mu_);
+      const auto ready = [this] {
+        return !reports_.empty() || (stop_deadline_ && now_ns() >= *stop_deadline_);
+      };
+      if (stop_deadline_) {
+        const auto wait = std::chrono::nanoseconds(*stop_deadline_ - now_ns());
+        wake_.wait_for(lock, wait > std::chrono::nanoseconds(0) ? wait : std::chrono::nanoseconds(0), ready);
+      } else {
+        wake_.wait(lock, ready);
+      }
+      if (reports_.empty()) {
+        report = Report{Request::force_stop, generation_.load(), 0,
+                        "the guest did not power off within " + std::to_string(config_.graceful_timeout.count()) +
+                            " ms of the ACPI power button; stopped by force"};
+      } else {
+        report = std::move(reports_.front());
+        reports_.pop_front();
+      }
+    }
+
+    switch (report.request) {
+      case Request::reset:
+        if (report.generation != generation_.load()) break;  // coalesced: that boot is gone already
+        if (!config_.reboot) return end(VmEnd::reset, 0, "guest reset (" + report.message + "); --no-reboot");
+        if (stop_deadline_) return end(VmEnd::reset, 0, "guest reset while stopping (" + report.message + ")");
+        spdlog::info("vm: reset ({})", report.message);
+        try {
+          do_reset();
+        } catch (const Error& e) {
+          return end(VmEnd::guest_error, kExitGuestError, std::string("reset failed: ") + e.what());
+        }
+        break;
+      case Request::poweroff:
+        return end(VmEnd::poweroff, 0, "guest powered off (" + report.message + ")");
+      case Request::debug_exit:
+        return end(VmEnd::debug_exit, static_cast<int>(report.value & 0xff),
+                   "guest wrote the debug-exit port (status " + std::to_string(report.value) + ")");
+      case Request::fatal:
+        return end(VmEnd::guest_error, kExitGuestError, report.message);
+      case Request::pause:
+        do_pause();
+        break;
+      case Request::resume:
+        do_resume();
+        break;
+      case Request::stop:
+        if (status().state == VmState::paused) do_resume();
+        platform_->acpi_pm().press_power_button();
+        stop_deadline_ = now_ns() + std::chrono::nanoseconds(config_.graceful_timeout).count();
+        set_state(VmState::stopping);
+        break;
+      case Request::force_stop:
+        return end(VmEnd::stopped, kExitStoppedByHost, report.message);
+    }
+  }
+}
+
+void Vm::do_pause() {
+  for (auto& vcpu : vcpus_) vcpu->pause();
+  platform_->pause_timers();
+  set_state(VmState::paused);
+}
+
+void Vm::do_resume() {
+  platform_->resume_timers();
+  for (auto& vcpu : vcpus_) vcpu->resume();
+  set_state(VmState::running);
+}
+
+void Vm::do_reset() {
+  set_state(VmState::resetting);
+  stop_vcpus();
+  // Handlers may be running and re-arming this very moment; drain waits for
+  // them and their re-arms are refused (see the header).
+  platform_->drain_timers();
+
+  memory_.discard();
+  image_ = boot::load(memory_, config_.boot);
+  routes_.clear();
+  const timers::Nanos now = now_ns();
+  platform_->reset(*timer_loop_, now);
+  platform_->ioapic().publish_all_routes();
+  for (std::size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->vcpu().restore(power_on_[i]);
+  apply_entry_state(vcpus_[0]->vcpu(), image_.entry);
+  vcpus_[0]->vcpu().setup_boot_lapic();
+
+  {
+    std::lock_guard lock(mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+    ++reboots_;
+    boot_started_ = now;
+    state_ = VmState::running;
+  }
+  start_vcpus();
+}
+
+VmOutcome Vm::end(VmEnd how, int status, std::string message) noexcept {
+  set_state(VmState::stopping);
+  stop_vcpus();
+  platform_->drain_timers();
+  std::lock_guard lock(mu_);
+  state_ = VmState::ended;
+  reports_.clear();
+  spdlog::info("vm: ended: {} (exit status {}, {} reboots)", message, status, reboots_);
+  return VmOutcome{how, status, std::move(message), reboots_};
+}
+
+}  // namespace vmm
