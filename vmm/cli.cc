@@ -89,6 +89,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
   run->add_option("--log-level", o.log_level, "trace, debug, info, warn (default), error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   run->add_option("--control", o.control, "Serve the control protocol on this Unix socket path");
+  run->add_option("--kvm-device", o.kvm_device, "The KVM device (default /dev/kvm)");
 
   std::vector<const char*> argv;
   argv.push_back("vmm");

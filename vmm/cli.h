@@ -36,6 +36,7 @@ struct RunOptions {
   bool hpet = true;
   std::string log_level = "warn";
   std::optional<std::string> control;  // control socket path
+  std::string kvm_device = "/dev/kvm";
 };
 
 struct Command {

@@ -43,7 +43,7 @@ std::unique_ptr<vmm::devices::SerialOutput> make_serial_output(const vmm::RunOpt
 
 int run_vm(const vmm::RunOptions& o) {
   auto serial_output = make_serial_output(o);
-  vmm::KvmSystem kvm;
+  vmm::KvmSystem kvm(o.kvm_device);
   vmm::timers::CyclicSystem timers;
 
   vmm::VmConfig config;

@@ -69,14 +69,14 @@ Vm::Vm(const VmConfig& config, const KvmSystem& kvm, timers::CyclicSystem& timer
   const unsigned cpus = checked_cpus(kvm, config.boot.cpus);
   kvm_vm_.set_memory(memory_);
 
-  timer_loop_ = &timers_.loop_for_current_cpu();
+  timer_loop_.store(&timers_.loop_for_current_cpu());
   PlatformConfig platform_config;
   platform_config.cpus = cpus;
   platform_config.hpet = config.boot.hpet;
   platform_config.serial_output = config.serial_output ? config.serial_output : &null_output_;
   platform_config.boot_progress_start = config.process_start != 0 ? config.process_start : now_ns();
   platform_ = std::make_unique<Platform>(
-      timers_, *timer_loop_, msi_, &routes_, platform_config,
+      timers_, *timer_loop_.load(), msi_, &routes_, platform_config,
       PlatformEvents{
           [this](const char* source) { post(Request::reset, 0, source); },
           [this] { post(Request::poweroff, 0, "ACPI S5"); },
@@ -182,6 +182,7 @@ VmStatus Vm::status() const {
   s.reboots = reboots_;
   s.boot_generation = generation_.load();
   s.uptime_ns = boot_started_ != 0 ? now_ns() - boot_started_ : 0;
+  s.coalesced_resets = coalesced_resets_;
   return s;
 }
 
@@ -204,9 +205,9 @@ void Vm::follow_vcpu0_cpu() noexcept {
   if (cpu == vcpu0_cpu_) return;
   vcpu0_cpu_ = cpu;
   timers::EventLoop& loop = timers_.loop_for_current_cpu();
-  if (&loop == timer_loop_) return;
+  if (&loop == timer_loop_.load()) return;
   platform_->bind_timers(loop);
-  timer_loop_ = &loop;
+  timer_loop_.store(&loop, std::memory_order_release);
 }
 
 void Vm::inject_pic(KvmVcpu& vcpu) noexcept {
@@ -278,9 +279,17 @@ VmOutcome Vm::run() {
 
     switch (report.request) {
       case Request::reset:
-        if (report.generation != generation_.load()) break;  // coalesced: that boot is gone already
+        if (report.generation != generation_.load()) {  // coalesced: that boot is gone already
+          std::lock_guard lock(mu_);
+          ++coalesced_resets_;
+          break;
+        }
         if (!config_.reboot) return end(VmEnd::reset, 0, "guest reset (" + report.message + "); --no-reboot");
-        if (stop_deadline_) return end(VmEnd::reset, 0, "guest reset while stopping (" + report.message + ")");
+        // A host-requested stop ends the VM even if the guest answered the
+        // power button with a reset rather than a power-off.
+        if (stop_deadline_) {
+          return end(VmEnd::stopped, kExitStoppedByHost, "guest reset while stopping (" + report.message + ")");
+        }
         spdlog::info("vm: reset ({})", report.message);
         try {
           do_reset();
@@ -336,7 +345,7 @@ void Vm::do_reset() {
   image_ = boot::load(memory_, config_.boot);
   routes_.clear();
   const timers::Nanos now = now_ns();
-  platform_->reset(*timer_loop_, now);
+  platform_->reset(*timer_loop_.load(), now);
   platform_->ioapic().publish_all_routes();
   for (std::size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->vcpu().restore(power_on_[i]);
   apply_entry_state(vcpus_[0]->vcpu(), image_.entry);

@@ -91,6 +91,7 @@ struct VmStatus {
   std::uint64_t reboots = 0;
   std::uint64_t boot_generation = 0;
   timers::Nanos uptime_ns = 0;  // since the current boot started
+  std::uint64_t coalesced_resets = 0;  // reset reports dropped: their boot was already reset
 };
 
 class Vm final : private VcpuEvents {
@@ -123,6 +124,8 @@ class Vm final : private VcpuEvents {
   devices::BootProgress& boot_progress() noexcept { return platform_->boot_progress(); }
   const boot::BootImage& boot_image() const noexcept { return image_; }
   unsigned vcpu_count() const noexcept { return static_cast<unsigned>(vcpus_.size()); }
+  // The loop the PIT, RTC and HPET callouts are on (vCPU 0's CPU's, once it ran).
+  timers::EventLoop* legacy_timer_loop() const noexcept { return timer_loop_.load(std::memory_order_acquire); }
 
  private:
   enum class Request : std::uint8_t {
@@ -178,7 +181,7 @@ class Vm final : private VcpuEvents {
 
   // vCPU 0's CPU, followed by the legacy timers (vCPU 0's thread only).
   int vcpu0_cpu_ = -1;
-  timers::EventLoop* timer_loop_ = nullptr;
+  std::atomic<timers::EventLoop*> timer_loop_{nullptr};
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
@@ -186,6 +189,7 @@ class Vm final : private VcpuEvents {
   VmState state_ = VmState::created;
   std::atomic<std::uint64_t> generation_{0};
   std::uint64_t reboots_ = 0;
+  std::uint64_t coalesced_resets_ = 0;
   timers::Nanos boot_started_ = 0;
   std::optional<timers::Nanos> stop_deadline_;
   bool ran_ = false;

@@ -121,6 +121,33 @@ static bool valid(const struct sdt_header *h)
     return h->length >= sizeof(*h) && sum(h, h->length) == 0;
 }
 
+/*
+ * \_S5 is "NameOp '_S5_' PackageOp PkgLength NumElements element...", and
+ * its first element is SLP_TYPa: a ByteConst (0x0A n), Zero (0x00), One
+ * (0x01) or, as some firmware writes it, a bare small byte. Searching for
+ * the name is what Linux's early power-off code did before it had an AML
+ * interpreter, and it is plenty for a table this guest trusts.
+ */
+static void find_s5(const struct sdt_header *dsdt)
+{
+    if (memcmp(dsdt->signature, "DSDT", 4) != 0 || dsdt->length < sizeof(*dsdt) + 8)
+        return;
+    const uint8_t *aml = (const uint8_t *)dsdt;
+    for (uint32_t i = sizeof(*dsdt); i + 8 < dsdt->length; i++) {
+        if (aml[i] != '_' || aml[i + 1] != 'S' || aml[i + 2] != '5' || aml[i + 3] != '_' || aml[i + 4] != 0x12)
+            continue;
+        uint32_t j = i + 5;
+        j += 1 + (aml[j] >> 6); /* PkgLength: the top two bits count its extra bytes */
+        j += 1;                 /* NumElements */
+        if (j >= dsdt->length)
+            return;
+        const uint8_t op = aml[j];
+        acpi.s5_typ = op == 0x0a ? aml[j + 1] : op == 0x01 ? 1 : op == 0x00 ? 0 : op;
+        acpi.have_s5 = true;
+        return;
+    }
+}
+
 static void parse_table(const struct sdt_header *h)
 {
     /* Signature first: checksumming tables we do not read would cost emulated instructions for nothing. */
@@ -141,6 +168,27 @@ static void parse_table(const struct sdt_header *h)
     } else if (memcmp(h->signature, "FACP", 4) == 0 && !acpi.have_fadt && h->length >= 111) {
         acpi.have_fadt = true;
         memcpy(&acpi.iapc_boot_arch, p + 109, 2);
+        uint32_t dsdt32 = 0;
+        uint64_t dsdt = 0;
+        memcpy(&dsdt32, p + 40, 4);
+        memcpy(&acpi.smi_cmd, p + 48, 4);
+        acpi.acpi_enable = p[52];
+        memcpy(&acpi.pm1a_cnt, p + 64, 4);
+        if (h->length >= 129) {
+            uint32_t flags;
+            memcpy(&flags, p + 112, 4);
+            acpi.reset_supported = (flags & (1u << 10)) != 0;
+            acpi.reset_space = p[116];
+            memcpy(&acpi.reset_address, p + 120, 8);
+            acpi.reset_value = p[128];
+        }
+        dsdt = dsdt32;
+        if (h->length >= 148)
+            memcpy(&dsdt, p + 140, 8); /* X_DSDT wins when present */
+        if (!dsdt)
+            dsdt = dsdt32;
+        if (dsdt)
+            find_s5((const struct sdt_header *)(uintptr_t)dsdt);
     }
 }
 

@@ -37,6 +37,16 @@ struct acpi_info {
     uint64_t hpet_address;
     bool have_fadt;
     uint16_t iapc_boot_arch; /* FADT: bit 1 = 8042 present */
+    /* What ACPI power-off needs, as Linux's acpi_enter_sleep_state reads it. */
+    uint32_t smi_cmd;        /* FADT: 0 = always in ACPI mode */
+    uint8_t acpi_enable;     /* value for smi_cmd to switch into ACPI mode */
+    uint32_t pm1a_cnt;       /* PM1a control block port */
+    bool have_s5;            /* the DSDT has \_S5 */
+    bool reset_supported;    /* FADT RESET_REG_SUP, with the register below */
+    uint8_t reset_space;     /* generic address space: 1 = system I/O */
+    uint64_t reset_address;
+    uint8_t reset_value;
+    uint8_t s5_typ;          /* its first element: SLP_TYPa */
 };
 
 extern struct acpi_info acpi;

@@ -33,7 +33,8 @@ static uint32_t scenario_boot(void)
 
 /*
  * Self-test of the failure path: the run must end with EXIT_EXCEPTION and a
- * line naming the vector and RIP, never hang. kind=ud|pf|irq.
+ * line naming the vector and RIP, never hang. kind=ud|pf|irq; kind=triple
+ * instead shuts the CPU down, which the VMM must report as a reset.
  */
 static uint32_t scenario_fault(void)
 {
@@ -41,6 +42,15 @@ static uint32_t scenario_fault(void)
     if (kind && str_eq(kind, "pf")) {
         kprintf("testguest: fault: reading an unmapped address\n");
         (void)*(volatile uint64_t *)0x8000000000ull;
+    } else if (kind && str_eq(kind, "triple")) {
+        /* An exception with an empty IDT: #UD cannot be delivered, nor the
+         * #GP that follows, nor the #DF: the CPU shuts down (triple fault). */
+        kprintf("testguest: fault: triple fault through an empty IDT\n");
+        static const struct {
+            uint16_t limit;
+            uint64_t base;
+        } __attribute__((packed)) empty_idt = {0, 0};
+        __asm__ volatile("lidt %0; ud2" ::"m"(empty_idt));
     } else if (kind && str_eq(kind, "irq")) {
         kprintf("testguest: fault: sending an unhandled vector to ourselves\n");
         lapic_init(true);
@@ -61,6 +71,7 @@ static const struct {
 } scenarios[] = {
     {"boot", scenario_boot},       {"smp", scenario_smp},       {"timers", scenario_timers},
     {"retimer", scenario_retimer}, {"reboot", scenario_reboot}, {"fault", scenario_fault},
+    {"chaos", scenario_chaos},     {"poweroff", scenario_poweroff},
 };
 
 void kmain(uint32_t start_info_pa);
@@ -89,7 +100,7 @@ void kmain(uint32_t start_info_pa)
 
     const char *test = cmdline_get("test");
     if (!test)
-        fail(EXIT_USAGE, "testguest: no test= on the command line \"%s\" (known: boot smp timers retimer reboot fault)\n",
+        fail(EXIT_USAGE, "testguest: no test= on the command line \"%s\" (known: boot smp timers retimer reboot fault chaos poweroff)\n",
              cmdline_raw());
     for (unsigned i = 0; i < ARRAY_SIZE(scenarios); i++) {
         if (!str_eq(test, scenarios[i].name))
@@ -99,5 +110,5 @@ void kmain(uint32_t start_info_pa)
         progress(MS_SCENARIO_DONE);
         guest_exit(rc);
     }
-    fail(EXIT_USAGE, "testguest: unknown test=%s (known: boot smp timers retimer reboot fault)\n", test);
+    fail(EXIT_USAGE, "testguest: unknown test=%s (known: boot smp timers retimer reboot fault chaos poweroff)\n", test);
 }

@@ -26,6 +26,7 @@
  */
 #define NVRAM_MAGIC 0x7e
 #define NVRAM_BOOTS 0x7f
+#define NVRAM_BOOTS_HIGH 0x7d /* boots above 255 */
 #define MAGIC_VALUE 0xa5
 
 #define I8042_STATUS 0x64
@@ -150,9 +151,39 @@ static void i8042_reset(void)
     }
 }
 
+/*
+ * The other ways a PC resets, each as Linux's reboot= option does it:
+ * triple (reboot=t: an empty IDT, then an exception), acpi (reboot=a: the
+ * FADT's reset register), cf9 (reboot=p: the reset control port); double
+ * raises two requests back to back, which must make one reboot.
+ */
+static void triple_fault_reset(void)
+{
+    static const struct {
+        uint16_t limit;
+        uint64_t base;
+    } __attribute__((packed)) empty_idt = {0, 0};
+    __asm__ volatile("lidt %0; ud2" ::"m"(empty_idt));
+}
+
+static void acpi_reset(void)
+{
+    if (!acpi.reset_supported || acpi.reset_space != 1)
+        fail(EXIT_FAIL, "testguest: reboot FAILED: the FADT has no I/O reset register\n");
+    outb((uint16_t)acpi.reset_address, acpi.reset_value);
+}
+
+static void cf9_reset(void)
+{
+    outb(0xcf9, 0x02);
+    delay_us(50);
+    outb(0xcf9, 0x06);
+}
+
 static void clear_marker(void)
 {
     cmos_write(NVRAM_BOOTS, 0);
+    cmos_write(NVRAM_BOOTS_HIGH, 0);
     cmos_write(NVRAM_MAGIC, 0);
 }
 
@@ -161,11 +192,18 @@ uint32_t scenario_reboot(void)
     if (!platform_init("reboot"))
         return EXIT_FAIL;
     uint32_t target = (uint32_t)cmdline_u64("count", 3);
-    if (target < 1 || target > 200)
-        fail(EXIT_USAGE, "testguest: reboot: count=%u out of range 1..200\n", target);
+    if (target < 1 || target > 65535)
+        fail(EXIT_USAGE, "testguest: reboot: count=%u out of range 1..65535\n", target);
+    const char *via = cmdline_get("via");
+    if (!via)
+        via = "kbd";
+    if (!str_eq(via, "kbd") && !str_eq(via, "triple") && !str_eq(via, "acpi") && !str_eq(via, "cf9") &&
+        !str_eq(via, "double"))
+        fail(EXIT_USAGE, "testguest: reboot: via=%s (known: kbd triple acpi cf9 double)\n", via);
     if (!plat.have_rtc)
         fail(EXIT_FAIL, "testguest: reboot FAILED: no CMOS to count boots in\n");
-    uint32_t boots = cmos_read(NVRAM_MAGIC) == MAGIC_VALUE ? cmos_read(NVRAM_BOOTS) + 1u : 1u;
+    const uint32_t stored = cmos_read(NVRAM_BOOTS) | ((uint32_t)cmos_read(NVRAM_BOOTS_HIGH) << 8);
+    uint32_t boots = cmos_read(NVRAM_MAGIC) == MAGIC_VALUE ? stored + 1u : 1u;
     if (boots > target) {
         clear_marker();
         fail(EXIT_FAIL, "testguest: reboot FAILED: CMOS says boot %u of %u\n", boots, target);
@@ -182,6 +220,7 @@ uint32_t scenario_reboot(void)
              plat.have_lapic_timer ? "no i8042 at port 0x64" : "the LAPIC timer is not usable");
     }
     cmos_write(NVRAM_BOOTS, (uint8_t)boots);
+    cmos_write(NVRAM_BOOTS_HIGH, (uint8_t)(boots >> 8));
     cmos_write(NVRAM_MAGIC, MAGIC_VALUE);
     struct started s = {0};
     start_all_timers(&s);
@@ -191,11 +230,23 @@ uint32_t scenario_reboot(void)
      * is one of them and cannot also be the watchdog.
      */
     bool live = wait_until(all_fired, &s, rdtsc() + us_to_tsc(100000), WAKE_EXTERNAL);
-    kprintf("testguest: reboot: timers %s (%s), resetting through the i8042\n",
-            live ? "firing" : "started, not all fired yet", s.what);
-    i8042_reset();
+    kprintf("testguest: reboot: timers %s (%s), resetting via %s\n", live ? "firing" : "started, not all fired yet",
+            s.what, via);
+    if (str_eq(via, "triple"))
+        triple_fault_reset();
+    else if (str_eq(via, "acpi"))
+        acpi_reset();
+    else if (str_eq(via, "cf9"))
+        cf9_reset();
+    else if (str_eq(via, "double")) {
+        /* Two requests at once (reset control port, then the i8042 pulse):
+         * the VMM must reboot once, not twice. */
+        outb(0xcf9, 0x06);
+        outb(I8042_CMD, I8042_PULSE_RESET);
+    } else
+        i8042_reset();
     /* Still here: the reset did not happen. */
     wait_until(0, 0, rdtsc() + us_to_tsc(1000000), WAKE_WATCHDOG);
     clear_marker();
-    fail(EXIT_FAIL, "testguest: reboot FAILED: still running 1 s after the i8042 reset\n");
+    fail(EXIT_FAIL, "testguest: reboot FAILED: still running 1 s after the reset via %s\n", via);
 }

@@ -14,5 +14,7 @@ uint32_t scenario_smp(void);
 uint32_t scenario_timers(void);
 uint32_t scenario_retimer(void);
 uint32_t scenario_reboot(void);
+uint32_t scenario_chaos(void);
+uint32_t scenario_poweroff(void);
 
 #endif

@@ -1,0 +1,86 @@
+// Command-line parsing, without KVM.
+#include "vmm/cli.h"
+
+#include <gtest/gtest.h>
+
+namespace vmm {
+namespace {
+
+TEST(CliTest, RunWithEveryOption) {
+  const Command c = parse_command_line({"run", "--kernel", "k", "--initrd", "i", "--cmdline", "console=ttyS0",
+                                        "--cpus", "4", "--memory", "2G", "--serial", "file:/tmp/out",
+                                        "--no-reboot", "--no-hpet", "--log-level", "debug", "--control", "/tmp/s",
+                                        "--kvm-device", "/dev/kvm2"});
+  ASSERT_EQ(c.kind, Command::Kind::run);
+  EXPECT_EQ(c.run.kernel, "k");
+  EXPECT_EQ(c.run.initrd, "i");
+  EXPECT_EQ(c.run.cmdline, "console=ttyS0");
+  EXPECT_EQ(c.run.cpus, 4u);
+  EXPECT_EQ(c.run.memory, 2ull << 30);
+  EXPECT_EQ(c.run.serial, SerialKind::file);
+  EXPECT_EQ(c.run.serial_path, "/tmp/out");
+  EXPECT_FALSE(c.run.reboot);
+  EXPECT_FALSE(c.run.hpet);
+  EXPECT_EQ(c.run.log_level, "debug");
+  EXPECT_EQ(c.run.control, "/tmp/s");
+  EXPECT_EQ(c.run.kvm_device, "/dev/kvm2");
+}
+
+TEST(CliTest, Defaults) {
+  const Command c = parse_command_line({"run", "--kernel", "k"});
+  EXPECT_EQ(c.run.cpus, 1u);
+  EXPECT_EQ(c.run.memory, 256ull << 20);
+  EXPECT_EQ(c.run.serial, SerialKind::stdio);
+  EXPECT_TRUE(c.run.reboot);
+  EXPECT_TRUE(c.run.hpet);
+  EXPECT_EQ(c.run.kvm_device, "/dev/kvm");
+}
+
+TEST(CliTest, MemorySizes) {
+  EXPECT_EQ(parse_memory_size("64"), 64ull << 20);
+  EXPECT_EQ(parse_memory_size("64M"), 64ull << 20);
+  EXPECT_EQ(parse_memory_size("64MiB"), 64ull << 20);
+  EXPECT_EQ(parse_memory_size("65536k"), 64ull << 20);
+  EXPECT_EQ(parse_memory_size("1g"), 1ull << 30);
+  EXPECT_EQ(parse_memory_size("2T"), 2ull << 40);
+  for (const char* bad : {"", "M", "0", "0G", "1.5G", "12Q", "-1", "99999999999999999999", "17179869184T", "5K"}) {
+    EXPECT_THROW(parse_memory_size(bad), UsageError) << bad;
+  }
+}
+
+TEST(CliTest, EveryBadCommandLineIsAUsageError) {
+  const std::vector<std::vector<std::string>> bad = {
+      {},
+      {"run"},
+      {"run", "--kernel"},
+      {"run", "--kernel", "k", "--cpus", "0"},
+      {"run", "--kernel", "k", "--cpus", "many"},
+      {"run", "--kernel", "k", "--cpus", "-3"},
+      {"run", "--kernel", "k", "--memory", "0"},
+      {"run", "--kernel", "k", "--serial", "file:"},
+      {"run", "--kernel", "k", "--serial", "pty"},
+      {"run", "--kernel", "k", "--log-level", "loud"},
+      {"run", "--kernel", "k", "--frobnicate"},
+      {"fly"},
+  };
+  for (const auto& args : bad) {
+    try {
+      parse_command_line(args);
+      ADD_FAILURE() << "accepted: " << ::testing::PrintToString(args);
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()), "") << ::testing::PrintToString(args);
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line: " << e.what();
+    }
+  }
+}
+
+TEST(CliTest, HelpAndVersion) {
+  EXPECT_EQ(parse_command_line({"--help"}).kind, Command::Kind::help);
+  EXPECT_EQ(parse_command_line({"run", "--help"}).kind, Command::Kind::help);
+  const Command v = parse_command_line({"--version"});
+  EXPECT_EQ(v.kind, Command::Kind::version);
+  EXPECT_EQ(v.text.rfind("vmm ", 0), 0u);
+}
+
+}  // namespace
+}  // namespace vmm
