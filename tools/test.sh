@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, and runs every suite.
 #   release: all tests except the benchmarks (unit, seed-race, stress, kvm)
-#   asan, tsan: the timer, seed-race and stress suites under the sanitizers
+#   asan, tsan: the timer, seed-race and stress suites, and the VMM's reboot,
+#               reset-path, fuzzing-guest and lifecycle tests, under the sanitizers
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,11 +16,19 @@ cmake --build --preset release -j "$jobs"
 echo "== release tests"
 ctest --preset release -j "$jobs" -LE bench
 
+# The sanitizer builds do not build the freestanding guest: they boot the
+# release build's.
+export VMM_TESTGUEST_ELF="$PWD/build/release/guest-images/testguest.elf"
 for preset in asan tsan; do
-  echo "== $preset build (timers, seed races, stress)"
+  echo "== $preset build (timers, seed races, stress, the VMM end to end)"
   cmake --preset "$preset" >/dev/null
-  cmake --build --preset "$preset" -j "$jobs" --target timers_tests seed_race_tests timer_stress_tests
+  cmake --build --preset "$preset" -j "$jobs" --target timers_tests seed_race_tests timer_stress_tests vmm vmm_run_tests
   echo "== $preset tests"
   ctest --preset "$preset" -j "$jobs" -L 'unit|seed-race|stress' -R 'Cyclic|Callout|EventLoop|Seed|TimerStress'
+  # Reboots with every timer running, every reset path, a register-fuzzing
+  # guest, timer localisation and create/stop/destroy cycles, in-process and
+  # as separate vmm processes built with the same sanitizer.
+  ctest --preset "$preset" -j "$jobs" -L kvm \
+    -R 'HundredReboots|EveryTimer|ResetPath|AGuestWriting|VmInProcess|Sigterm'
 done
 echo "== all tests passed"
