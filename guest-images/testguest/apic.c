@@ -61,6 +61,9 @@ void lapic_init(bool bsp)
     wr(LAPIC_ESR, 0);
 }
 
+/* Virtual-wire mode (MP spec 3.6.2.2): LINT0 takes the 8259's INTR as ExtINT. */
+void lapic_virtual_wire(void) { wr(LAPIC_LVT_LINT0, 0x700); }
+
 uint32_t lapic_id(void) { return rd(LAPIC_ID) >> 24; }
 
 void lapic_eoi(void) { wr(LAPIC_EOI, 0); }

@@ -11,6 +11,8 @@
 void lapic_init(bool bsp);
 uint32_t lapic_id(void);
 void lapic_eoi(void);
+/* LINT0 as ExtINT, unmasked: the 8259 pair delivers through it. */
+void lapic_virtual_wire(void);
 
 /* ICR low-word fields for lapic_send_ipi. */
 #define ICR_FIXED 0x00000

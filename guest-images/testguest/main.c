@@ -71,7 +71,7 @@ static const struct {
 } scenarios[] = {
     {"boot", scenario_boot},       {"smp", scenario_smp},       {"timers", scenario_timers},
     {"retimer", scenario_retimer}, {"reboot", scenario_reboot}, {"fault", scenario_fault},
-    {"chaos", scenario_chaos},     {"poweroff", scenario_poweroff},
+    {"chaos", scenario_chaos},     {"poweroff", scenario_poweroff}, {"pic", scenario_pic},
 };
 
 void kmain(uint32_t start_info_pa);
@@ -100,7 +100,7 @@ void kmain(uint32_t start_info_pa)
 
     const char *test = cmdline_get("test");
     if (!test)
-        fail(EXIT_USAGE, "testguest: no test= on the command line \"%s\" (known: boot smp timers retimer reboot fault chaos poweroff)\n",
+        fail(EXIT_USAGE, "testguest: no test= on the command line \"%s\" (known: boot smp timers retimer reboot fault chaos poweroff pic)\n",
              cmdline_raw());
     for (unsigned i = 0; i < ARRAY_SIZE(scenarios); i++) {
         if (!str_eq(test, scenarios[i].name))
@@ -110,5 +110,5 @@ void kmain(uint32_t start_info_pa)
         progress(MS_SCENARIO_DONE);
         guest_exit(rc);
     }
-    fail(EXIT_USAGE, "testguest: unknown test=%s (known: boot smp timers retimer reboot fault chaos poweroff)\n", test);
+    fail(EXIT_USAGE, "testguest: unknown test=%s (known: boot smp timers retimer reboot fault chaos poweroff pic)\n", test);
 }

@@ -16,5 +16,6 @@ uint32_t scenario_retimer(void);
 uint32_t scenario_reboot(void);
 uint32_t scenario_chaos(void);
 uint32_t scenario_poweroff(void);
+uint32_t scenario_pic(void);
 
 #endif

@@ -57,6 +57,12 @@ TEST(QemuReference, EveryTimerOnPc) {
   EXPECT_TRUE(contains(r.out, "testguest: timers ok missing=0")) << r.out;
 }
 
+TEST(QemuReference, The8259PairOnPc) {
+  VMM_REQUIRE_QEMU();
+  const ProcessResult r = run_qemu("pc", "test=pic");
+  EXPECT_EQ(r.exit_status, kGuestOk) << r.out << r.err;
+}
+
 TEST(QemuReference, RetimerOnPc) {
   VMM_REQUIRE_QEMU();
   const ProcessResult r = run_qemu("pc", "test=retimer seconds=2");

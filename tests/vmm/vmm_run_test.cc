@@ -60,6 +60,15 @@ TEST(VmmRun, EveryTimerDeliversAtItsRate) {
   }
 }
 
+// A guest on the 8259s alone (virtual-wire LINT0): every PIT tick must
+// reach it as an ExtINT that vCPU 0 injects with KVM_INTERRUPT.
+TEST(VmmRun, The8259PairDeliversThroughExtInt) {
+  VMM_REQUIRE_KVM();
+  const ProcessResult r = run_guest("test=pic");
+  EXPECT_EQ(r.exit_status, kGuestOk) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "testguest: pic ok")) << r.out;
+}
+
 TEST(VmmRun, GuestReArmingPeriodicTimersWhileTheyFireKeepsThemRunning) {
   VMM_REQUIRE_KVM();
   const ProcessResult r = run_guest("test=retimer seconds=2");
