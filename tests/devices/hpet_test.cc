@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/common/race_script.h"
 #include "tests/common/sync.h"
 #include "tests/devices/fakes.h"
 #include "timers/event_loop.h"
@@ -24,6 +25,7 @@ namespace vmm::devices {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::RaceScript;
 using testing::FakeIrqLine;
 using testing::FakeMsiSink;
 using timers::kMicrosecond;
@@ -58,20 +60,9 @@ class HpetTest : public ::testing::Test {
     clock.set(t);
     system.loop(0).run_due();
   }
-  // Steps from callout deadline to callout deadline up to `until`.
-  // A device that spins would make this loop forever: it fails instead.
+  // Deadline to deadline up to `until` (fails if a device spins).
   void run_to(Nanos until, const std::function<void()>& on_fire = {}) {
-    for (std::uint64_t batches = 0;; ++batches) {
-      const Nanos next = system.loop(0).next_deadline();
-      if (next > until) break;
-      if (batches == kMaxBatches) {
-        ADD_FAILURE() << "more than " << kMaxBatches << " timer batches before " << until << ": spinning?";
-        break;
-      }
-      clock.set(std::max(next, clock.now()));
-      if (system.loop(0).run_due() != 0 && on_fire) on_fire();
-    }
-    at(until);
+    testing::run_loop_until(clock, system.loop(0), until, on_fire, kMaxBatches);
   }
   std::uint64_t counter() { return rd(Hpet::kRegCounter); }
   void enable() { wr(Hpet::kRegConfig, rd(Hpet::kRegConfig) | Hpet::kConfigEnable); }
@@ -502,20 +493,6 @@ TEST_F(HpetTest, DrainThenResetRestoresPowerOn) {
 
 // ------------------------------------------------------------ seed 002
 
-// Installs a race hook for the lifetime of the object.
-class RaceScript {
- public:
-  explicit RaceScript(std::function<void(timers::RacePoint)> on_point) : on_point_(std::move(on_point)) {
-    timers::set_race_hook(&RaceScript::dispatch, this);
-  }
-  ~RaceScript() { timers::set_race_hook(nullptr, nullptr); }
-  RaceScript(const RaceScript&) = delete;
-  RaceScript& operator=(const RaceScript&) = delete;
-
- private:
-  static void dispatch(timers::RacePoint point, void* self) { static_cast<RaceScript*>(self)->on_point_(point); }
-  std::function<void(timers::RacePoint)> on_point_;
-};
 
 // illumos 12476 in vhpet: the comparator's handler is about to re-arm when a
 // VM reset on another CPU drains the callout. The drain must wait for the

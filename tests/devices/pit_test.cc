@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/common/race_script.h"
 #include "tests/common/sync.h"
 #include "tests/devices/fakes.h"
 #include "timers/race_points.h"
@@ -28,6 +29,7 @@ namespace vmm::devices {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::RaceScript;
 using testing::FakeIrqLine;
 using timers::kMicrosecond;
 using timers::kMillisecond;
@@ -900,20 +902,6 @@ TEST_F(PitTest, BindTimersMovesTheCalloutKeepingItsDeadline) {
 
 // ------------------------------------------------------------ seed 002
 
-// Installs a race hook for the lifetime of the object.
-class RaceScript {
- public:
-  explicit RaceScript(std::function<void(timers::RacePoint)> on_point) : on_point_(std::move(on_point)) {
-    timers::set_race_hook(&RaceScript::dispatch, this);
-  }
-  ~RaceScript() { timers::set_race_hook(nullptr, nullptr); }
-  RaceScript(const RaceScript&) = delete;
-  RaceScript& operator=(const RaceScript&) = delete;
-
- private:
-  static void dispatch(timers::RacePoint point, void* self) { static_cast<RaceScript*>(self)->on_point_(point); }
-  std::function<void(timers::RacePoint)> on_point_;
-};
 
 TEST_F(PitTest, GuestWriteAsTheOldDeadlineFiresIsSeenAsPendingAndDeliveredOnce) {
   // Seed 000's interleaving on the PIT: the cyclic of the old deadline has

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/common/race_script.h"
 #include "tests/devices/fakes.h"
 #include "timers/event_loop.h"
 
@@ -85,21 +86,9 @@ class RtcTest : public ::testing::Test {
     clock.set(t);
     system.loop(0).run_due();
   }
-  // Steps from callout deadline to callout deadline up to `until`, calling
-  // `on_fire` after each batch that ran something.
-  // A device that spins would make this loop forever: it fails instead.
+  // Deadline to deadline up to `until` (fails if a device spins).
   void run_to(Nanos until, const std::function<void()>& on_fire = {}) {
-    for (std::uint64_t batches = 0;; ++batches) {
-      const Nanos next = system.loop(0).next_deadline();
-      if (next > until) break;
-      if (batches == kMaxBatches) {
-        ADD_FAILURE() << "more than " << kMaxBatches << " timer batches before " << until << ": spinning?";
-        break;
-      }
-      clock.set(std::max(next, clock.now()));
-      if (system.loop(0).run_due() != 0 && on_fire) on_fire();
-    }
-    at(until);
+    testing::run_loop_until(clock, system.loop(0), until, on_fire, kMaxBatches);
   }
   // Sets the time under SET, BCD 24-hour, as Linux does (divider untouched).
   void set_time_bcd(int year, int month, int day, int hour, int minute, int second, int dow) {

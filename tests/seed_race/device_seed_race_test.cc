@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "devices/lapic_timer.h"
+#include "tests/common/race_script.h"
 #include "tests/common/sync.h"
 #include "timers/event_loop.h"
 #include "timers/race_points.h"
@@ -20,19 +21,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::Gate;
+using testing::RaceScript;
 using timers::Nanos;
 using timers::RacePoint;
-
-class RaceHook {
- public:
-  explicit RaceHook(std::function<void(RacePoint)> fn) : fn_(std::move(fn)) {
-    timers::set_race_hook([](RacePoint p, void* self) { static_cast<RaceHook*>(self)->fn_(p); }, this);
-  }
-  ~RaceHook() { timers::set_race_hook(nullptr, nullptr); }
-
- private:
-  std::function<void(RacePoint)> fn_;
-};
 
 constexpr std::uint32_t kPeriodic = 1u << devices::LapicTimer::kModeShift;
 
@@ -55,7 +46,7 @@ TEST(DeviceSeedRace, LapicInitialCountWriteRacingTheFiringTicksOnceAtTheNewDeadl
   Gate glue_ran;
   bool forced = false;
   {
-    RaceHook hook([&](RacePoint point) {
+    RaceScript hook([&](RacePoint point) {
       if (point == RacePoint::callout_glue_before_handler) glue_ran.open();
       if (point == RacePoint::callout_reset_stored && !forced) {
         // ...and the vCPU's write has stored its new deadline but not yet
@@ -92,7 +83,7 @@ TEST(DeviceSeedRace, LapicHandlerReArmRacingAResetDrainIsRefusedQuietly) {
   Gate at_rearm, may_rearm;
   std::thread timer_cpu;
   {
-    RaceHook hook([&](RacePoint point) {
+    RaceScript hook([&](RacePoint point) {
       if (point == RacePoint::device_handler_before_rearm) {
         at_rearm.open();
         EXPECT_TRUE(may_rearm.wait_for(10s));

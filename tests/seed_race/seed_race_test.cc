@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "tests/common/race_script.h"
 #include "tests/common/sync.h"
 #include "tests/seed_race/old_model.h"
 #include "timers/callout.h"
@@ -27,6 +28,7 @@ namespace vmm {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::RaceScript;
 using testing::Gate;
 using timers::CalloutTime;
 using timers::kMillisecond;
@@ -35,20 +37,6 @@ using timers::RacePoint;
 
 constexpr auto kPatience = 10s;  // a forced interleaving that hangs fails instead
 
-// Installs a race hook for the lifetime of the object.
-class RaceScript {
- public:
-  explicit RaceScript(std::function<void(RacePoint)> on_point) : on_point_(std::move(on_point)) {
-    timers::set_race_hook(&RaceScript::dispatch, this);
-  }
-  ~RaceScript() { timers::set_race_hook(nullptr, nullptr); }
-  RaceScript(const RaceScript&) = delete;
-  RaceScript& operator=(const RaceScript&) = delete;
-
- private:
-  static void dispatch(RacePoint point, void* self) { static_cast<RaceScript*>(self)->on_point_(point); }
-  std::function<void(RacePoint)> on_point_;
-};
 
 // Two environments with one interface: the old model and the project.
 struct OldEnv {
