@@ -12,7 +12,7 @@ packages=(
   # tests and tools: the Debian test kernel is fetched with apt-get download
   # and its vmlinux unpacked with lz4; QEMU is the reference the guest is
   # checked against; cpio/busybox build the real-host initramfs
-  lz4 cpio busybox-static qemu-system-x86 rt-tests gnuplot-nox
+  lz4 cpio busybox-static qemu-system-x86 rt-tests gnuplot-nox python3
 )
 
 missing=()
