@@ -91,6 +91,20 @@ Command parse_command_line(const std::vector<std::string>& args) {
   run->add_option("--control", o.control, "Serve the control protocol on this Unix socket path");
   run->add_option("--kvm-device", o.kvm_device, "The KVM device (default /dev/kvm)");
 
+  CtlOptions& c = command.ctl;
+  long ctl_timeout_ms = 5000;
+  CLI::App* ctl = app.add_subcommand("ctl", "Send one request to a running VMM's control socket (see --control)");
+  ctl->add_option("path", c.path, "The control socket (vmm run --control PATH)")->required();
+  ctl->add_option("command", c.command, "status, pause, resume, reset or stop")
+      ->required()
+      ->check(CLI::IsMember({"status", "pause", "resume", "reset", "stop"}));
+  ctl->add_flag("--force", c.force, "With stop: at once, without asking the guest to power off");
+  ctl->add_option("--timeout-ms", ctl_timeout_ms, "How long to wait for the reply (default 5000)")
+      ->check(CLI::Range(1l, 3600000l));
+  ctl->footer(
+      "Prints the VMM's JSON reply and exits 0 when it accepted the request; 1 when it refused\n"
+      "(the reason on stderr); 3 when there was no usable answer (no socket, no reply).");
+
   std::vector<const char*> argv;
   argv.push_back("vmm");
   for (const auto& a : args) argv.push_back(a.c_str());
@@ -100,6 +114,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
     command.kind = Command::Kind::help;
     command.text = app.help();
     if (run->parsed()) command.text = run->help();
+    if (ctl->parsed()) command.text = ctl->help();
     return command;
   } catch (const CLI::CallForAllHelp&) {
     command.kind = Command::Kind::help;
@@ -116,6 +131,12 @@ Command parse_command_line(const std::vector<std::string>& args) {
     throw UsageError(message);
   }
 
+  if (ctl->parsed()) {
+    if (c.force && c.command != "stop") throw UsageError("--force applies only to stop");
+    c.timeout = std::chrono::milliseconds(ctl_timeout_ms);
+    command.kind = Command::Kind::ctl;
+    return command;
+  }
   o.memory = parse_memory_size(memory);
   if (o.cpus == 0) throw UsageError("--cpus must be at least 1");
   o.reboot = !no_reboot;

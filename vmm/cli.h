@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "vmm/control_client.h"
+
 namespace vmm {
 
 inline constexpr int kExitUsage = 2;
@@ -40,8 +42,9 @@ struct RunOptions {
 };
 
 struct Command {
-  enum class Kind { run, help, version } kind = Kind::run;
+  enum class Kind { run, ctl, help, version } kind = Kind::run;
   RunOptions run;
+  CtlOptions ctl;    // `vmm ctl PATH COMMAND [--force]` (vmm/control_client.h)
   std::string text;  // for help and version: what to print
 };
 

@@ -13,6 +13,7 @@
 #include "devices/error.h"
 #include "vmm/cli.h"
 #include "vmm/console.h"
+#include "vmm/control.h"
 #include "vmm/host_signals.h"
 #include "vmm/kvm.h"
 #include "vmm/vcpu.h"
@@ -65,8 +66,13 @@ int run_vm(const vmm::RunOptions& o) {
     raw.emplace(STDIN_FILENO);
     console.emplace(STDIN_FILENO, vm.serial(), [&vm] { vm.force_stop(); });
   }
+  // Last, so that it goes first: the socket disappears as soon as the VM
+  // has ended, and on every way out of this function.
+  std::optional<vmm::ControlServer> control;
+  if (o.control) control.emplace(*o.control, vm);
 
   const vmm::VmOutcome outcome = vm.run();
+  control.reset();
   console.reset();
   raw.reset();
   if (outcome.end == vmm::VmEnd::guest_error) spdlog::error("{}", outcome.message);
@@ -94,6 +100,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vmm: %s (see vmm --help)\n", e.what());
     return vmm::kExitUsage;
   }
+  if (command.kind == vmm::Command::Kind::ctl) return vmm::run_ctl(command.ctl);
   if (command.kind != vmm::Command::Kind::run) {
     std::fputs(command.text.c_str(), stdout);
     return 0;

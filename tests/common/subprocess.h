@@ -29,6 +29,26 @@ struct ProcessResult {
   double wall_ms = 0;
 };
 
+// Starts argv[0] (a path) with default signal dispositions and an empty
+// mask, whatever the test process blocked. Returns posix_spawn's error number.
+inline int spawn_with_default_signals(const std::vector<std::string>& argv, const posix_spawn_file_actions_t* actions,
+                                      pid_t* pid) {
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const int rc = ::posix_spawn(pid, args[0], actions, &attr, args.data(), environ);
+  posix_spawnattr_destroy(&attr);
+  return rc;
+}
+
 // `started`, when given, is told the child's pid as soon as it exists (so a
 // test can signal it from another thread while its output is collected).
 inline ProcessResult run_process(const std::vector<std::string>& argv,
@@ -46,25 +66,10 @@ inline ProcessResult run_process(const std::vector<std::string>& argv,
   posix_spawn_file_actions_adddup2(&actions, in_pipe[0], STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
-  // The child starts with default signal dispositions and an empty mask,
-  // whatever the test process blocked.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
   const auto start = std::chrono::steady_clock::now();
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, args[0], &actions, &attr, args.data(), environ);
+  const int rc = spawn_with_default_signals(argv, &actions, &pid);
   posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
   ::close(in_pipe[0]);

@@ -1,0 +1,520 @@
+#include "vmm/control.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <stdio.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "devices/error.h"
+#include "devices/rate_limit.h"
+#include "vmm/vm.h"
+
+namespace vmm {
+
+namespace {
+
+using nlohmann::json;
+
+RateLimit g_client_log;
+
+// --------------------------------------------------------------- replies
+
+std::string dump(const json& value) {
+  // Replace, not throw: an error message may quote bytes the client sent,
+  // and those need not be UTF-8.
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string error_reply(std::string_view message, const json* id = nullptr) {
+  json reply = {{"ok", false}, {"error", std::string(message)}};
+  if (id != nullptr) reply["id"] = *id;
+  return dump(reply);
+}
+
+std::string parse_error_text(const std::exception& e) {
+  // "[json.exception.parse_error.101] parse error at line 1, column 2: ..."
+  std::string text = e.what();
+  if (const std::size_t close = text.find("] "); text.rfind("[json.exception", 0) == 0 && close != std::string::npos) {
+    text.erase(0, close + 2);
+  }
+  if (text.size() > 200) text.resize(200);
+  return "invalid JSON: " + text;
+}
+
+// ------------------------------------------------- socket file, and its removal
+
+// Paths to unlink if the process dies of a fatal signal or calls exit()
+// while a server is alive. Fixed storage: the signal handler may only read.
+struct Registered {
+  std::atomic<bool> used{false};
+  char path[sizeof(sockaddr_un{}.sun_path)] = {};
+};
+std::array<Registered, 8> g_registered;
+std::mutex g_register_mu;
+struct sigaction g_previous[32];
+constexpr int kFatalSignals[] = {SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL};
+
+void unlink_registered() noexcept {
+  for (Registered& r : g_registered) {
+    if (r.used.load(std::memory_order_acquire)) ::unlink(r.path);
+  }
+}
+
+void on_fatal_signal(int sig) {
+  unlink_registered();
+  // Hand the signal on to whoever had it before (the console's terminal
+  // restore, a sanitizer, or the default action): it is blocked while this
+  // handler runs, so it arrives as soon as we return.
+  ::sigaction(sig, &g_previous[sig], nullptr);
+  ::raise(sig);
+}
+
+void install_exit_hooks_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::atexit(unlink_registered);
+    for (int sig : kFatalSignals) {
+      struct sigaction action {};
+      action.sa_handler = on_fatal_signal;
+      sigemptyset(&action.sa_mask);
+      ::sigaction(sig, &action, &g_previous[sig]);
+    }
+  });
+}
+
+Registered* register_path(const std::string& path) noexcept {
+  std::lock_guard lock(g_register_mu);
+  for (Registered& r : g_registered) {
+    if (r.used.load(std::memory_order_relaxed)) continue;
+    std::snprintf(r.path, sizeof r.path, "%s", path.c_str());
+    r.used.store(true, std::memory_order_release);
+    return &r;
+  }
+  return nullptr;  // more live servers than slots: only the destructor unlinks
+}
+
+void unregister_path(const std::string& path) noexcept {
+  std::lock_guard lock(g_register_mu);
+  for (Registered& r : g_registered) {
+    if (r.used.load(std::memory_order_relaxed) && path == r.path) {
+      r.used.store(false, std::memory_order_release);
+      return;
+    }
+  }
+}
+
+bool fill_address(const std::string& path, sockaddr_un& address) {
+  address = sockaddr_un{};
+  address.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof address.sun_path) return false;
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+
+// Removes a socket at `path` that nobody listens on; throws if something
+// answers there or if it is not a socket.
+void clear_stale_socket(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return;
+    throw_errno("control socket '" + path + "'");
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    throw Error("control socket '" + path + "': refusing to replace a file that is not a socket");
+  }
+  timers::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!probe) throw_errno("control socket: socket");
+  sockaddr_un address;
+  fill_address(path, address);
+  if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0) {
+    throw Error("control socket '" + path + "' is in use by a running process");
+  }
+  if (errno != ECONNREFUSED) throw_errno("control socket '" + path + "': cannot check the existing socket");
+  // Stale (its VMM was killed). Unlink only the file we just probed.
+  struct stat again {};
+  if (::lstat(path.c_str(), &again) == 0 && again.st_ino == st.st_ino && again.st_dev == st.st_dev) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("control socket '" + path + "': removing a stale socket");
+    spdlog::info("control: removed the stale socket {}", path);
+  }
+}
+
+// A private directory next to the socket, removed on every way out.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& parent) {
+    std::string pattern = parent + "/.vmm-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) throw_errno("control socket: cannot create a directory in '" + parent + "'");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    if (!file_.empty()) ::unlink(file_.c_str());
+    ::rmdir(path_.c_str());
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const char* name) {
+    file_ = path_ + "/" + name;
+    return file_;
+  }
+
+ private:
+  std::string path_;
+  std::string file_;
+};
+
+std::string parent_directory(const std::string& path) {
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// Binds a listening socket at `path` with mode 0600 that was never
+// reachable with wider permissions: it is bound inside a fresh 0700
+// directory, chmod'ed, then hard-linked into place (link fails rather than
+// replace anything that appeared at `path` meanwhile).
+timers::UniqueFd create_listening_socket(const std::string& path) {
+  sockaddr_un address;
+  if (!fill_address(path, address)) {
+    throw Error("control socket path '" + path + "' must be 1 to " + std::to_string(sizeof address.sun_path - 1) +
+                " bytes long");
+  }
+  clear_stale_socket(path);
+
+  TempDir dir(parent_directory(path));
+  const std::string temporary = dir.file("s");
+  sockaddr_un temporary_address;
+  if (!fill_address(temporary, temporary_address)) {
+    throw Error("control socket path '" + path + "': the directory name is too long for a Unix socket");
+  }
+  timers::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) throw_errno("control socket: socket");
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&temporary_address), sizeof temporary_address) != 0) {
+    throw_errno("control socket '" + path + "': bind");
+  }
+  if (::chmod(temporary.c_str(), 0600) != 0) throw_errno("control socket '" + path + "': chmod");
+  if (::listen(fd.get(), 64) != 0) throw_errno("control socket '" + path + "': listen");
+  if (::link(temporary.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    if (err == EEXIST) throw Error("control socket '" + path + "' appeared while it was being created; not replaced");
+    // Filesystems without hard links: an atomic rename that also refuses
+    // to replace anything.
+    if (::renameat2(AT_FDCWD, temporary.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+      throw_errno("control socket '" + path + "'", errno == EINVAL ? err : errno);
+    }
+  }
+  return fd;
+}
+
+// ----------------------------------------------------------------- clients
+
+// How long a connection being closed may take to read its last replies.
+constexpr auto kCloseGrace = std::chrono::seconds(1);
+
+struct Client {
+  timers::UniqueFd fd;
+  std::string in;
+  std::string out;
+  // Close once `out` is flushed, or at close_by, whichever comes first: a
+  // peer that stops reading never holds a slot for long.
+  bool closing = false;
+  std::chrono::steady_clock::time_point close_by{};
+  bool drop = false;  // close now
+};
+
+bool peer_allowed(int fd, std::string* why) {
+  ucred cred{};
+  socklen_t size = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &size) != 0) {
+    *why = std::string("cannot read the peer's credentials: ") + std::strerror(errno);
+    return false;
+  }
+  const uid_t owner = ::geteuid();
+  if (cred.uid == owner || cred.uid == 0) return true;
+  *why = "permission denied: uid " + std::to_string(cred.uid) + " is not the VMM's owner (uid " +
+         std::to_string(owner) + ")";
+  return false;
+}
+
+// One non-blocking attempt to send what is pending; false when the peer is gone.
+bool flush(Client& client) noexcept {
+  while (!client.out.empty()) {
+    const ssize_t n = ::send(client.fd.get(), client.out.data(), client.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      client.out.erase(0, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    return false;
+  }
+  return true;
+}
+
+// Sends one line to a connection we are about to close anyway.
+void send_and_close(timers::UniqueFd fd, const std::string& reply) noexcept {
+  const std::string line = reply + "\n";
+  [[maybe_unused]] ssize_t n = ::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ requests
+
+std::string control_handle_request(Vm& vm, std::string_view line) noexcept {
+  try {
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) return error_reply("empty request line");
+    json request;
+    try {
+      request = json::parse(line);
+    } catch (const json::parse_error& e) {
+      return error_reply(parse_error_text(e));
+    }
+    if (!request.is_object()) return error_reply("a request must be a JSON object, such as {\"cmd\":\"status\"}");
+    const json* id = nullptr;
+    if (auto it = request.find("id"); it != request.end()) id = &*it;
+    for (const auto& [key, value] : request.items()) {
+      if (key != "cmd" && key != "force" && key != "id") return error_reply("unknown field \"" + key + "\"", id);
+    }
+    const auto cmd_it = request.find("cmd");
+    if (cmd_it == request.end()) return error_reply("missing \"cmd\"", id);
+    if (!cmd_it->is_string()) return error_reply("\"cmd\" must be a string", id);
+    const std::string cmd = cmd_it->get<std::string>();
+    bool force = false;
+    if (auto it = request.find("force"); it != request.end()) {
+      if (!it->is_boolean()) return error_reply("\"force\" must be true or false", id);
+      if (cmd != "stop") return error_reply("\"force\" applies only to stop", id);
+      force = it->get<bool>();
+    }
+
+    json reply = {{"ok", true}};
+    std::string why;
+    bool ok = true;
+    if (cmd == "status") {
+      const VmStatus s = vm.status();
+      reply["state"] = to_string(s.state);
+      reply["reboots"] = s.reboots;
+      reply["boot_generation"] = s.boot_generation;
+      reply["uptime_ms"] = std::round(static_cast<double>(s.uptime_ns) / 1e3) / 1e3;
+      reply["vcpus"] = vm.vcpu_count();
+      reply["pid"] = ::getpid();
+    } else if (cmd == "pause") {
+      ok = vm.pause(&why);
+    } else if (cmd == "resume") {
+      ok = vm.resume(&why);
+    } else if (cmd == "reset") {
+      ok = vm.reset(&why);
+    } else if (cmd == "stop") {
+      if (force) {
+        vm.force_stop();
+      } else {
+        ok = vm.stop(&why);
+      }
+    } else {
+      return error_reply("unknown command \"" + cmd + "\" (known: status, pause, resume, reset, stop)", id);
+    }
+    if (!ok) return error_reply(cmd + ": " + why, id);
+    if (id != nullptr) reply["id"] = *id;
+    return dump(reply);
+  } catch (...) {
+    return R"({"ok":false,"error":"internal error"})";
+  }
+}
+
+// -------------------------------------------------------------------- server
+
+ControlServer::ControlServer(const std::string& path, Vm& vm) : path_(path), vm_(vm) {
+  install_exit_hooks_once();
+  listen_ = create_listening_socket(path_);
+  struct stat st {};
+  if (::lstat(path_.c_str(), &st) == 0) {
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
+  }
+  register_path(path_);
+  try {
+    wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake_) throw_errno("control socket: eventfd");
+    thread_ = std::thread([this] { serve(); });
+  } catch (...) {
+    unlink_socket();
+    throw;
+  }
+  spdlog::info("control: listening on {}", path_);
+}
+
+ControlServer::~ControlServer() {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof one);
+  if (thread_.joinable()) thread_.join();
+  unlink_socket();
+}
+
+void ControlServer::unlink_socket() noexcept {
+  unregister_path(path_);
+  // Only the file this server created: never a socket another VMM put
+  // there after ours was removed by hand.
+  struct stat st {};
+  if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) ::unlink(path_.c_str());
+}
+
+void ControlServer::serve() noexcept {
+  pthread_setname_np(pthread_self(), "control");
+  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<pollfd> fds;
+  char buffer[kControlMaxLine];
+
+  auto log_client = [](const char* what) {
+    if (g_client_log.allow()) spdlog::debug("control: {} ({} similar suppressed)", what, g_client_log.take_suppressed());
+  };
+
+  auto accept_clients = [&] {
+    for (;;) {
+      timers::UniqueFd fd(::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (!fd) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) log_client("accept failed");
+        return;
+      }
+      std::string why;
+      if (!peer_allowed(fd.get(), &why)) {
+        log_client("refused a client that is not the owner");
+        send_and_close(std::move(fd), error_reply(why));
+        continue;
+      }
+      if (clients.size() >= kControlMaxClients) {
+        log_client("refused a client: too many");
+        send_and_close(std::move(fd), error_reply("too many control clients (at most " +
+                                                  std::to_string(kControlMaxClients) + "); try again later"));
+        continue;
+      }
+      auto client = std::make_unique<Client>();
+      client->fd = std::move(fd);
+      clients.push_back(std::move(client));
+    }
+  };
+
+  auto start_closing = [](Client& client) {
+    client.closing = true;
+    client.close_by = std::chrono::steady_clock::now() + kCloseGrace;
+  };
+
+  auto execute_lines = [&](Client& client) {
+    std::size_t start = 0;
+    for (;;) {
+      const std::size_t newline = client.in.find('\n', start);
+      if (newline == std::string::npos) break;
+      if (newline - start + 1 > kControlMaxLine) break;  // reported below
+      const std::string_view line(client.in.data() + start, newline - start);
+      client.out += control_handle_request(vm_, line);
+      client.out += '\n';
+      start = newline + 1;
+      if (client.out.size() > kControlMaxPendingOutput) {
+        log_client("dropped a client whose replies backed up");
+        client.drop = true;
+        return;
+      }
+    }
+    client.in.erase(0, start);
+    const std::size_t newline = client.in.find('\n');
+    if ((newline == std::string::npos && client.in.size() >= kControlMaxLine) ||
+        (newline != std::string::npos && newline + 1 > kControlMaxLine)) {
+      log_client("request line too long");
+      client.out += error_reply("request line longer than " + std::to_string(kControlMaxLine) + " bytes") + "\n";
+      client.in.clear();
+      start_closing(client);
+    }
+  };
+
+  auto read_client = [&](Client& client) {
+    // At most a few buffers per round, so one chatty client cannot starve
+    // the others (or the shutdown request).
+    for (int reads = 0; reads < 4 && !client.closing && !client.drop; ++reads) {
+      const ssize_t n = ::recv(client.fd.get(), buffer, sizeof buffer, MSG_DONTWAIT);
+      if (n > 0) {
+        client.in.append(buffer, static_cast<std::size_t>(n));
+        execute_lines(client);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n == 0) {
+        if (!client.in.empty()) {
+          log_client("request ended without a newline");
+          client.out += error_reply("request ended without a newline; not executed") + "\n";
+          client.in.clear();
+        }
+        start_closing(client);
+        return;
+      }
+      client.drop = true;  // ECONNRESET and the like
+      return;
+    }
+  };
+
+  for (;;) {
+    fds.clear();
+    fds.push_back({wake_.get(), POLLIN, 0});
+    fds.push_back({listen_.get(), POLLIN, 0});
+    int timeout_ms = -1;
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& client : clients) {
+      short events = client->closing ? 0 : POLLIN;
+      if (!client->out.empty()) events |= POLLOUT;
+      fds.push_back({client->fd.get(), events, 0});
+      if (client->closing) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(client->close_by - now).count();
+        const int ms = left < 0 ? 0 : static_cast<int>(left);
+        if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
+      }
+    }
+    if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("control: poll: {}; the control socket stops serving", std::strerror(errno));
+      break;
+    }
+    if (fds[0].revents != 0) break;
+    // Clients first: the ones accepted below are not in `fds` yet.
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+      Client& client = *clients[i];
+      const short revents = fds[i + 2].revents;
+      if (revents & POLLNVAL) {
+        client.drop = true;
+        continue;
+      }
+      if (!client.closing && (revents & (POLLIN | POLLHUP | POLLERR))) read_client(client);
+      if (!client.drop && !client.out.empty() && !flush(client)) client.drop = true;
+      if (client.closing &&
+          (client.out.empty() || (revents & (POLLHUP | POLLERR)) || std::chrono::steady_clock::now() >= client.close_by)) {
+        client.drop = true;
+      }
+    }
+    std::erase_if(clients, [](const std::unique_ptr<Client>& c) { return c->drop; });
+    if (fds[1].revents & POLLIN) accept_clients();
+  }
+
+  // Shutting down (the VM has ended): replies already computed, such as the
+  // {"ok":true} to a forced stop, get one last chance.
+  for (auto& client : clients) flush(*client);
+}
+
+}  // namespace vmm
