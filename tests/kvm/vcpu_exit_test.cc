@@ -3,6 +3,7 @@
 
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "kvm_fixture.h"
 
@@ -17,6 +18,17 @@ std::vector<std::uint64_t> values(const std::vector<Access>& accesses) {
   return out;
 }
 
+// (address, width, value) of the first `count` accesses, to compare a whole
+// sequence at once (and see all of it when it differs).
+using AccessShape = std::tuple<std::uint64_t, std::size_t, std::uint64_t>;
+std::vector<AccessShape> first_shapes(const std::vector<Access>& accesses, std::size_t count) {
+  std::vector<AccessShape> out;
+  for (std::size_t i = 0; i < count && i < accesses.size(); ++i) {
+    out.emplace_back(accesses[i].address, accesses[i].size, accesses[i].value);
+  }
+  return out;
+}
+
 TEST(VcpuExits, PortIoOfEachWidthAndStringIo) {
   SKIP_WITHOUT_KVM();
   TestMachine m;
@@ -28,15 +40,9 @@ TEST(VcpuExits, PortIoOfEachWidthAndStringIo) {
   // Writes of each width reach the device with their width.
   const auto w = m.pio_device.writes();
   ASSERT_GE(w.size(), 3u);
-  EXPECT_EQ(w[0].address, PORT_PIO_BASE + 0u);
-  EXPECT_EQ(w[0].size, 1u);
-  EXPECT_EQ(w[0].value, 0x11u);
-  EXPECT_EQ(w[1].address, PORT_PIO_BASE + 2u);
-  EXPECT_EQ(w[1].size, 2u);
-  EXPECT_EQ(w[1].value, 0x2233u);
-  EXPECT_EQ(w[2].address, PORT_PIO_BASE + 4u);
-  EXPECT_EQ(w[2].size, 4u);
-  EXPECT_EQ(w[2].value, 0x44556677u);
+  EXPECT_EQ(first_shapes(w, 3), (std::vector<AccessShape>{{PORT_PIO_BASE + 0u, 1u, 0x11u},
+                                                          {PORT_PIO_BASE + 2u, 2u, 0x2233u},
+                                                          {PORT_PIO_BASE + 4u, 4u, 0x44556677u}}));
 
   // Reads of each width return what the device put in each byte.
   EXPECT_EQ(values(m.reports.writes_to(PORT_REPORT8)).at(0), 0x10u);
@@ -88,15 +94,9 @@ TEST(VcpuExits, MmioToNothingReadsAllOnesAndToADeviceWorks) {
 
   const auto w = m.mmio_device.writes();
   ASSERT_EQ(w.size(), 3u);
-  EXPECT_EQ(w[0].address, MMIO_DEVICE + 0u);
-  EXPECT_EQ(w[0].size, 1u);
-  EXPECT_EQ(w[0].value, 0xabu);
-  EXPECT_EQ(w[1].address, MMIO_DEVICE + 2u);
-  EXPECT_EQ(w[1].size, 2u);
-  EXPECT_EQ(w[1].value, 0xcdefu);
-  EXPECT_EQ(w[2].address, MMIO_DEVICE + 4u);
-  EXPECT_EQ(w[2].size, 4u);
-  EXPECT_EQ(w[2].value, 0x01020304u);
+  EXPECT_EQ(first_shapes(w, 3), (std::vector<AccessShape>{{MMIO_DEVICE + 0u, 1u, 0xabu},
+                                                          {MMIO_DEVICE + 2u, 2u, 0xcdefu},
+                                                          {MMIO_DEVICE + 4u, 4u, 0x01020304u}}));
   EXPECT_EQ(r8[1], 0x81u);
   EXPECT_EQ(r16[0], 0x8382u);
   EXPECT_EQ(r32[1], 0x87868584u);
