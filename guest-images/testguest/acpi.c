@@ -238,3 +238,11 @@ void acpi_isa_irq(uint8_t irq, uint32_t *gsi, bool *level, bool *active_low)
         *level = ((o->flags >> 2) & 3) == 3;
     }
 }
+
+uint32_t acpi_isa_gsi(uint8_t irq)
+{
+    uint32_t gsi;
+    bool level, active_low;
+    acpi_isa_irq(irq, &gsi, &level, &active_low);
+    return gsi;
+}

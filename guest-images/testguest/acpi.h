@@ -56,5 +56,7 @@ bool acpi_init(uint64_t rsdp_hint);
 
 /* ISA IRQ -> GSI with polarity/trigger, per the MADT overrides (identity, edge, high if none). */
 void acpi_isa_irq(uint8_t irq, uint32_t *gsi, bool *level, bool *active_low);
+/* Only the GSI, for code that lets ioapic_route_isa() take care of the rest. */
+uint32_t acpi_isa_gsi(uint8_t irq);
 
 #endif

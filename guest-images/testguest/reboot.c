@@ -99,13 +99,13 @@ static void start_all_timers(struct started *s)
 {
     uint32_t gsi;
     if (plat.have_pit && plat.have_ioapic) {
-        acpi_isa_irq(PIT_ISA_IRQ, &gsi, &(bool){0}, &(bool){0});
+        gsi = acpi_isa_gsi(PIT_ISA_IRQ);
         route(s, "pit", gsi);
         ioapic_route_isa(PIT_ISA_IRQ, plat.bsp_apic_id, &gsi);
         pit_start_periodic((PIT_HZ + 500) / 1000);
     }
     if (plat.have_rtc && plat.have_ioapic) {
-        acpi_isa_irq(RTC_ISA_IRQ, &gsi, &(bool){0}, &(bool){0});
+        gsi = acpi_isa_gsi(RTC_ISA_IRQ);
         route(s, "rtc", gsi);
         ioapic_route_isa(RTC_ISA_IRQ, plat.bsp_apic_id, &gsi);
         rtc_periodic_start(6);

@@ -149,10 +149,10 @@ static bool run_phase(const char *phase, enum partner p, uint32_t n, uint64_t ms
     other_period_tsc = us_to_tsc(OTHER_US);
     uint32_t gsi = 0;
     if (p == PARTNER_PIT) {
-        acpi_isa_irq(PIT_ISA_IRQ, &gsi, &(bool){0}, &(bool){0});
+        gsi = acpi_isa_gsi(PIT_ISA_IRQ);
     } else if (p == PARTNER_HPET) {
         uint32_t rtc_gsi;
-        acpi_isa_irq(RTC_ISA_IRQ, &rtc_gsi, &(bool){0}, &(bool){0});
+        rtc_gsi = acpi_isa_gsi(RTC_ISA_IRQ);
         int g = hpet_pick_gsi(n, 1u << rtc_gsi);
         if (g < 0 || g >= 48) {
             kprintf("testguest: retimer %s: no usable IOAPIC pin for the comparator\n", phase);
@@ -218,7 +218,7 @@ uint32_t scenario_retimer(void)
     /* A slow RTC tick bounds every HLT in case both timers under test stop. */
     uint32_t rtc_gsi = 0;
     if (plat.have_rtc) {
-        acpi_isa_irq(RTC_ISA_IRQ, &rtc_gsi, &(bool){0}, &(bool){0});
+        rtc_gsi = acpi_isa_gsi(RTC_ISA_IRQ);
         irq_set_handler(VEC_IOAPIC_BASE + rtc_gsi, backup_tick);
         ioapic_route_isa(RTC_ISA_IRQ, plat.bsp_apic_id, &rtc_gsi);
         rtc_periodic_start(BACKUP_RTC_RATE);

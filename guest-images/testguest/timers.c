@@ -108,8 +108,7 @@ static void test_pit(void)
         report_missing("pit", plat.have_pit ? "no IOAPIC to route IRQ0" : "no PIT answers at 0x40-0x43");
         return;
     }
-    uint32_t gsi;
-    acpi_isa_irq(PIT_ISA_IRQ, &gsi, &(bool){0}, &(bool){0});
+    uint32_t gsi = acpi_isa_gsi(PIT_ISA_IRQ);
     uint8_t vec = (uint8_t)(VEC_IOAPIC_BASE + gsi);
     irq_set_handler(vec, pit_irq);
     tstat_begin(&cur, "pit", (uint64_t)PIT_HZ * 1000 / PIT_LATCH, LATE_GRID);
@@ -156,8 +155,7 @@ static void test_rtc(void)
         report_missing("rtc", plat.have_rtc ? "no IOAPIC to route IRQ8" : "no RTC answers at 0x70/0x71");
         return;
     }
-    uint32_t gsi;
-    acpi_isa_irq(RTC_ISA_IRQ, &gsi, &(bool){0}, &(bool){0});
+    uint32_t gsi = acpi_isa_gsi(RTC_ISA_IRQ);
     uint8_t vec = (uint8_t)(VEC_IOAPIC_BASE + gsi);
     irq_set_handler(vec, rtc_irq);
     tstat_begin(&cur, "rtc", (32768u >> (RTC_RATE - 1)) * 1000ull, LATE_FIT);
@@ -286,7 +284,7 @@ static uint32_t backup_start(void)
     uint32_t gsi = 0xffffffffu;
     if (!plat.have_pit || !plat.have_ioapic)
         return gsi;
-    acpi_isa_irq(PIT_ISA_IRQ, &gsi, &(bool){0}, &(bool){0});
+    gsi = acpi_isa_gsi(PIT_ISA_IRQ);
     irq_set_handler(VEC_IOAPIC_BASE + gsi, backup_tick);
     pit_start_periodic(BACKUP_LATCH);
     ioapic_route_isa(PIT_ISA_IRQ, plat.bsp_apic_id, &gsi);
