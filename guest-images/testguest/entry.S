@@ -83,8 +83,8 @@ ap_entry32:
     mov %eax, %ss
     ENTER_LONG_MODE long_mode_ap
 
-    .code64
-long_mode_bsp:
+/* Flat data segments for long mode; FS and GS are unused (null). */
+.macro LONG_MODE_SEGMENTS
     mov $SEL_DATA, %eax
     mov %eax, %ds
     mov %eax, %es
@@ -92,6 +92,11 @@ long_mode_bsp:
     xor %eax, %eax
     mov %eax, %fs
     mov %eax, %gs
+.endm
+
+    .code64
+long_mode_bsp:
+    LONG_MODE_SEGMENTS
     lea boot_stack_top(%rip), %rsp
     mov $PROGRESS_PORT, %dx
     mov $MS_LONG_MODE, %eax
@@ -101,13 +106,7 @@ long_mode_bsp:
     jmp halt_forever
 
 long_mode_ap:
-    mov $SEL_DATA, %eax
-    mov %eax, %ds
-    mov %eax, %es
-    mov %eax, %ss
-    xor %eax, %eax
-    mov %eax, %fs
-    mov %eax, %gs
+    LONG_MODE_SEGMENTS
     /* APs are started one at a time; the BSP published this one's stack. */
     mov ap_boot_stack(%rip), %rsp
     call ap_main
