@@ -91,8 +91,8 @@ void Pic::update_locked() noexcept {
   // the latch is consumed by the acknowledge of IR2.
   if (!master_.single && resolve(slave_) >= 0) master_.irr |= kCascadeBit;
   const bool asserted = resolve(master_) >= 0;
-  if (asserted != output_) {
-    output_ = asserted;
+  if (asserted != output_.load(std::memory_order_relaxed)) {
+    output_.store(asserted, std::memory_order_release);
     int_output_.set_level(asserted);
   }
 }
@@ -111,10 +111,7 @@ void Pic::set_irq(unsigned irq, bool level) noexcept {
   update_locked();
 }
 
-bool Pic::interrupt_pending() const noexcept {
-  std::lock_guard lock(mu_);
-  return output_;
-}
+bool Pic::interrupt_pending() const noexcept { return output_.load(std::memory_order_acquire); }
 
 std::uint8_t Pic::acknowledge() noexcept {
   std::lock_guard lock(mu_);

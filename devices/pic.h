@@ -69,6 +69,7 @@
 // INT output's implementation. All methods are thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <span>
@@ -187,11 +188,14 @@ class Pic {
   ElcrPort elcr_port_{*this};
 
   mutable std::mutex mu_;
-  // Guarded by mu_.
+  // Guarded by mu_ (output_ below: written under it).
   Chip master_;
   Chip slave_;
-  bool output_ = false;
   std::uint64_t spurious_ = 0;
+  // Written under mu_; read without it by interrupt_pending(), which vCPU 0
+  // asks before every KVM_RUN (a value that may change right after it is
+  // read is all a lock would give, too).
+  std::atomic<bool> output_{false};
 };
 
 }  // namespace vmm::devices

@@ -154,13 +154,13 @@ VcpuThread::~VcpuThread() { stop(); }
 
 bool VcpuThread::on_own_thread() const noexcept {
   std::lock_guard lock(mu_);
-  return thread_alive_ && thread_id_ == std::this_thread::get_id();
+  return alive_locked() && thread_id_ == std::this_thread::get_id();
 }
 
 void VcpuThread::start() {
   std::lock_guard control(control_mu_);
   std::unique_lock lock(mu_);
-  if (state_ == VcpuState::running || state_ == VcpuState::paused) {
+  if (alive_locked()) {
     throw Error("vcpu " + std::to_string(index_) + " is already running");
   }
   if (thread_.joinable()) {
@@ -176,7 +176,6 @@ void VcpuThread::start() {
   request_ = Request::run;
   last_exit_ = VcpuExit::none;
   state_ = VcpuState::running;
-  thread_alive_ = true;
 
   // The new thread must begin life with the kick blocked: it inherits the
   // creator's mask, and the creator may be any thread.
@@ -188,7 +187,6 @@ void VcpuThread::start() {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     state_ = VcpuState::exited;
     last_exit_ = VcpuExit::fatal;
-    thread_alive_ = false;
     throw Error("cannot create the thread for vcpu " + std::to_string(index_) + ": " + e.what());
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -198,7 +196,7 @@ void VcpuThread::start() {
 
 void VcpuThread::kick_locked() noexcept {
   immediate_exit(vcpu_.run_page()).store(1);
-  if (thread_alive_) pthread_kill(native_, KvmSignals::kick_signal());
+  if (alive_locked()) pthread_kill(native_, KvmSignals::kick_signal());
   cv_.notify_all();
 }
 
@@ -211,6 +209,9 @@ void VcpuThread::acknowledge_kick_locked() noexcept {
 
 void VcpuThread::notify() noexcept {
   std::lock_guard lock(mu_);
+  // On its own thread the vCPU is between exits: before_run, which acts on
+  // whatever the notice was about, runs before its next KVM_RUN anyway.
+  if (thread_id_ == std::this_thread::get_id()) return;
   if (state_ == VcpuState::running && request_ == Request::run) kick_locked();
 }
 
@@ -222,7 +223,7 @@ bool VcpuThread::pause() {
   }
   std::lock_guard control(control_mu_);
   std::unique_lock lock(mu_);
-  if (state_ != VcpuState::running && state_ != VcpuState::paused) return false;
+  if (!alive_locked()) return false;
   if (request_ == Request::stop) return false;
   request_ = Request::pause;
   if (state_ == VcpuState::paused) return true;
@@ -259,11 +260,11 @@ void VcpuThread::stop() {
   std::lock_guard control(control_mu_);
   {
     std::unique_lock lock(mu_);
-    if (thread_alive_) {
+    if (alive_locked()) {
       request_ = Request::stop;
       kick_locked();
-      while (thread_alive_) {
-        if (cv_.wait_for(lock, kRekickInterval) == std::cv_status::timeout && thread_alive_) {
+      while (alive_locked()) {
+        if (cv_.wait_for(lock, kRekickInterval) == std::cv_status::timeout && alive_locked()) {
           counters_.rekicks.fetch_add(1, std::memory_order_relaxed);
           spdlog::warn("vcpu {}: still in KVM_RUN {} ms after a stop kick; kicking again", index_,
                        kRekickInterval.count());
@@ -418,7 +419,6 @@ void VcpuThread::finish(Outcome outcome) noexcept {
     default: last_exit_ = VcpuExit::stopped; break;
   }
   state_ = VcpuState::exited;
-  thread_alive_ = false;
   cv_.notify_all();
 }
 

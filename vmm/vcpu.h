@@ -162,6 +162,8 @@ class VcpuThread {
 
   void thread_main() noexcept;
   bool on_own_thread() const noexcept;
+  // Between the thread's start and its final state change (mu_ held).
+  bool alive_locked() const noexcept { return state_ == VcpuState::running || state_ == VcpuState::paused; }
   // Under mu_: record the request and get the vCPU out of KVM_RUN.
   void kick_locked() noexcept;
   // Under mu_: consume a kick (clear immediate_exit, drain the signal).
@@ -190,7 +192,6 @@ class VcpuThread {
   VcpuState state_ = VcpuState::created;
   Request request_ = Request::run;
   VcpuExit last_exit_ = VcpuExit::none;
-  bool thread_alive_ = false;  // between thread start and its final state change
   std::thread::id thread_id_;
   pthread_t native_ = {};
   std::thread thread_;
