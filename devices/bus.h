@@ -42,8 +42,6 @@ class Bus {
     BusDevice* device;
     std::string name;
   };
-  const std::vector<Range>& ranges() const noexcept { return ranges_; }
-  const std::string& name() const noexcept { return name_; }
 
  private:
   const Range* find(std::uint64_t address, std::uint64_t size) const noexcept;

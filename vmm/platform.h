@@ -79,9 +79,6 @@ class Platform {
   devices::Serial& serial() noexcept { return serial_; }
   devices::AcpiPm& acpi_pm() noexcept { return acpi_pm_; }
   devices::BootProgress& boot_progress() noexcept { return boot_progress_; }
-  devices::Rtc& rtc() noexcept { return rtc_; }
-  devices::Pit& pit() noexcept { return pit_; }
-  devices::Hpet* hpet() noexcept { return hpet_.get(); }
 
   // The VM reset and pause sequences, over every device with timers
   // (see devices/timer_device.h for the order and the lock rules).

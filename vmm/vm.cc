@@ -179,7 +179,7 @@ VmStatus Vm::status() const {
   std::lock_guard lock(mu_);
   VmStatus s;
   s.state = state_;
-  s.reboots = reboots_;
+  s.reboots = generation_.load();
   s.boot_generation = generation_.load();
   s.uptime_ns = boot_started_ != 0 ? now_ns() - boot_started_ : 0;
   s.coalesced_resets = coalesced_resets_;
@@ -345,8 +345,7 @@ void Vm::do_reset() {
   image_ = boot::load(memory_, config_.boot);
   routes_.clear();
   const timers::Nanos now = now_ns();
-  platform_->reset(*timer_loop_.load(), now);
-  platform_->ioapic().publish_all_routes();
+  platform_->reset(*timer_loop_.load(), now);  // also republishes every IOAPIC route
   for (std::size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->vcpu().restore(power_on_[i]);
   apply_entry_state(vcpus_[0]->vcpu(), image_.entry);
   vcpus_[0]->vcpu().setup_boot_lapic();
@@ -354,7 +353,6 @@ void Vm::do_reset() {
   {
     std::lock_guard lock(mu_);
     generation_.fetch_add(1, std::memory_order_acq_rel);
-    ++reboots_;
     boot_started_ = now;
     state_ = VmState::running;
   }
@@ -368,8 +366,9 @@ VmOutcome Vm::end(VmEnd how, int status, std::string message) noexcept {
   std::lock_guard lock(mu_);
   state_ = VmState::ended;
   reports_.clear();
-  spdlog::info("vm: ended: {} (exit status {}, {} reboots)", message, status, reboots_);
-  return VmOutcome{how, status, std::move(message), reboots_};
+  const std::uint64_t reboots = generation_.load();
+  spdlog::info("vm: ended: {} (exit status {}, {} reboots)", message, status, reboots);
+  return VmOutcome{how, status, std::move(message), reboots};
 }
 
 }  // namespace vmm

@@ -122,7 +122,6 @@ class Vm final : private VcpuEvents {
   VmStatus status() const;
   devices::Serial& serial() noexcept { return platform_->serial(); }
   devices::BootProgress& boot_progress() noexcept { return platform_->boot_progress(); }
-  const boot::BootImage& boot_image() const noexcept { return image_; }
   unsigned vcpu_count() const noexcept { return static_cast<unsigned>(vcpus_.size()); }
   // The loop the PIT, RTC and HPET callouts are on (vCPU 0's CPU's, once it ran).
   timers::EventLoop* legacy_timer_loop() const noexcept { return timer_loop_.load(std::memory_order_acquire); }
@@ -149,7 +148,6 @@ class Vm final : private VcpuEvents {
   void follow_vcpu0_cpu() noexcept;
   void inject_pic(KvmVcpu& vcpu) noexcept;
 
-  void load_and_prepare_vcpus();
   void start_vcpus();
   void stop_vcpus() noexcept;
   void do_reset();
@@ -188,7 +186,6 @@ class Vm final : private VcpuEvents {
   std::deque<Report> reports_;
   VmState state_ = VmState::created;
   std::atomic<std::uint64_t> generation_{0};
-  std::uint64_t reboots_ = 0;
   std::uint64_t coalesced_resets_ = 0;
   timers::Nanos boot_started_ = 0;
   std::optional<timers::Nanos> stop_deadline_;
