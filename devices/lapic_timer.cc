@@ -35,6 +35,10 @@ Nanos LapicTimer::tick_ns() const {
   return ns > 0 ? ns : 1;
 }
 
+Nanos LapicTimer::period() const {
+  return mode() == Mode::periodic ? static_cast<Nanos>(initial_count_) * tick_ns() : 0;
+}
+
 Nanos LapicTimer::tsc_to_time(std::uint64_t tsc) const {
   // Inverse of tsc = tsc_at_zero + t * tsc_hz / 1e9, saturating.
   const std::uint64_t hz = config_.tsc_hz == 0 ? 1 : config_.tsc_hz;
@@ -51,7 +55,6 @@ void LapicTimer::arm(Nanos deadline) {
 
 void LapicTimer::disarm() {
   deadline_ = 0;
-  period_ = 0;
   callout_.stop();
 }
 
@@ -74,11 +77,11 @@ void LapicTimer::on_timer(void* arg) {
     self->deliver_(static_cast<std::uint8_t>(self->lvt_ & 0xff));
     ++self->delivered_;
   }
-  if (self->mode() == Mode::periodic && self->period_ > 0) {
+  if (const Nanos period = self->period(); period > 0) {
     // Next deadline = previous + period; a whole period missed restarts the
     // time base at now (TIMERS.md, LAPIC lag policy).
-    Nanos next = self->deadline_ + self->period_;
-    if (now - self->deadline_ >= self->period_) next = now + self->period_;
+    Nanos next = self->deadline_ + period;
+    if (now - self->deadline_ >= period) next = now + period;
     timers::race_point(timers::RacePoint::device_handler_before_rearm);
     self->arm(next);
   } else {
@@ -116,9 +119,7 @@ void LapicTimer::write_initial_count(std::uint32_t value) noexcept {
     disarm();
     return;
   }
-  const Nanos period = static_cast<Nanos>(value) * tick_ns();
-  period_ = mode() == Mode::periodic ? period : 0;
-  arm(clock_.now() + period);
+  arm(clock_.now() + static_cast<Nanos>(value) * tick_ns());
 }
 
 std::uint32_t LapicTimer::read_initial_count() const noexcept {
@@ -146,7 +147,6 @@ void LapicTimer::write_divide_config(std::uint32_t value) noexcept {
   divide_config_ = config;
   if (mode() != Mode::tsc_deadline && deadline_ > now && initial_count_ != 0) {
     const Nanos remaining_counts = (deadline_ - now + old_tick - 1) / old_tick;
-    if (period_ > 0) period_ = static_cast<Nanos>(initial_count_) * tick_ns();
     arm(now + remaining_counts * tick_ns());
   }
 }
@@ -160,7 +160,6 @@ void LapicTimer::write_tsc_deadline(std::uint64_t tsc) noexcept {
   std::lock_guard lock(mu_);
   if (mode() != Mode::tsc_deadline) return;  // SDM: ignored outside the mode
   tsc_deadline_ = tsc;
-  period_ = 0;
   if (tsc == 0) {
     disarm();
     return;
@@ -173,8 +172,6 @@ std::uint64_t LapicTimer::read_tsc_deadline() const noexcept {
   return mode() == Mode::tsc_deadline ? tsc_deadline_ : 0;
 }
 
-bool LapicTimer::localize() noexcept { return callout_.localize(); }
-
 void LapicTimer::drain_timers() noexcept { callout_.drain(); }
 
 void LapicTimer::reset(timers::EventLoop& loop) noexcept {
@@ -185,7 +182,6 @@ void LapicTimer::reset(timers::EventLoop& loop) noexcept {
   divide_config_ = 0;
   tsc_deadline_ = 0;
   deadline_ = 0;
-  period_ = 0;
   paused_ = false;
   callout_.init(system_, loop, &LapicTimer::on_timer, this);
 }

@@ -56,9 +56,6 @@ class LapicTimer final : public TimerDevice {
   void write_tsc_deadline(std::uint64_t tsc) noexcept;
   std::uint64_t read_tsc_deadline() const noexcept;
 
-  // Moves the timer to the loop of the CPU the calling vCPU thread runs on.
-  bool localize() noexcept;
-
   void drain_timers() noexcept override;
   void reset(timers::EventLoop& loop) noexcept override;
   void pause() noexcept override;
@@ -77,6 +74,7 @@ class LapicTimer final : public TimerDevice {
   static void on_timer(void* arg);
   Mode mode() const { return static_cast<Mode>((lvt_ >> kModeShift) & 3); }
   timers::Nanos tick_ns() const;  // length of one count at the current divisor
+  timers::Nanos period() const;   // periodic mode's period at the current divisor; else 0
   timers::Nanos tsc_to_time(std::uint64_t tsc) const;
   void arm(timers::Nanos deadline);  // lock held
   void disarm();                     // lock held
@@ -93,7 +91,6 @@ class LapicTimer final : public TimerDevice {
   std::uint32_t divide_config_ = 0;
   std::uint64_t tsc_deadline_ = 0;
   timers::Nanos deadline_ = 0;  // 0: not armed (a one-shot that fired is 0 too)
-  timers::Nanos period_ = 0;    // periodic mode
   bool paused_ = false;
   std::uint64_t delivered_ = 0;
   RateLimit log_limit_;

@@ -104,6 +104,22 @@ TEST_F(LapicTimerTest, PeriodicThatMissedAWholePeriodRestartsItsTimeBase) {
   EXPECT_EQ(timer.deadline(), start + 3500 + 1000);
 }
 
+TEST_F(LapicTimerTest, DivideChangeWhileAPeriodIsDueAppliesToTheNextPeriods) {
+  // The divisor changes when the count has reached 0 but the handler has not
+  // run yet: the reload counts at the new rate, so every later period does.
+  timer.write_lvt(0x31 | kPeriodic);
+  timer.write_divide_config(0xb);  // 1 ns per count
+  const Nanos start = clock.now();
+  timer.write_initial_count(1000);
+  clock.set(start + 1000);         // due, not yet handled
+  timer.write_divide_config(0x0);  // 2 ns per count
+  run_until(start + 5000);
+  ASSERT_EQ(delivered.size(), 3u);
+  EXPECT_EQ(delivered[0].first, start + 1000);
+  EXPECT_EQ(delivered[1].first, start + 3000);
+  EXPECT_EQ(delivered[2].first, start + 5000);
+}
+
 TEST_F(LapicTimerTest, MaskedTimerKeepsRunningWithoutInterrupts) {
   timer.write_lvt(0x42 | kPeriodic | LapicTimer::kLvtMasked);
   timer.write_divide_config(0xb);
