@@ -4,6 +4,7 @@
 #include "devices/ioapic.h"
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <random>
 #include <string>
@@ -479,6 +480,13 @@ TEST(IoApicRoutes, ConcurrentUseEndsWithTheLatestRoutePerPin) {
     while (!stop) c.ioapic.end_of_interrupt(static_cast<std::uint8_t>(0x30 + rng() % 64));
   });
   for (int w = 0; w < kWriters; ++w) threads[static_cast<std::size_t>(w)].join();
+  // The writers can finish before the line toggler has hit an unmasked pin
+  // (a fast run takes about a millisecond); about half the pins end
+  // unmasked, so interrupts follow within moments.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (c.timeline.msis() == 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   stop = true;
   for (std::size_t i = kWriters; i < threads.size(); ++i) threads[i].join();
 
