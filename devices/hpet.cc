@@ -388,13 +388,8 @@ void Hpet::rearm(unsigned n, Nanos now) noexcept {
       }
     }
   }
-  if (deadline == 0) {
-    if (callout.active()) callout.stop();
-    return;
-  }
-  if (callout.active() && callout.target() == deadline) return;
   // Refused only after drain_timers() (a VM reset under way): quietly.
-  if (!callout.reset(deadline, timers::CalloutTime::absolute)) ++stats_.refused_rearms;
+  if (!callout.set_deadline(deadline)) ++stats_.refused_rearms;
 }
 
 void Hpet::rearm_all(Nanos now) noexcept {

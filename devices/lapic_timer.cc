@@ -45,12 +45,14 @@ Nanos LapicTimer::tsc_to_time(std::uint64_t tsc) const {
   if (static_cast<std::int64_t>(tsc) <= config_.tsc_at_zero) return 1;
   const unsigned __int128 delta = tsc - static_cast<std::uint64_t>(config_.tsc_at_zero);
   const unsigned __int128 ns = delta * 1'000'000'000u / hz;
+  // Never 0: a deadline of 0 means "not armed" here and to the callout.
+  if (ns == 0) return 1;
   return ns >= static_cast<unsigned __int128>(timers::kNever) ? timers::kNever - 1 : static_cast<Nanos>(ns);
 }
 
 void LapicTimer::arm(Nanos deadline) {
   deadline_ = deadline;
-  if (!paused_) callout_.reset(deadline, CalloutTime::absolute);
+  if (!paused_) callout_.set_deadline(deadline);
 }
 
 void LapicTimer::disarm() {

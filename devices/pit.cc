@@ -555,7 +555,7 @@ void Pit::schedule_irq_locked(Pulse now) noexcept {
   irq_edge_ = *next;
   irq_deadline_ = time_of(*next);
   if (paused_) return;  // resume() arms it
-  if (!callout_.reset(irq_deadline_, timers::CalloutTime::absolute)) {
+  if (!callout_.set_deadline(irq_deadline_)) {
     irq_deadline_ = 0;  // drained: the VM is being reset
   }
 }

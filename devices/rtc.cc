@@ -498,14 +498,8 @@ void Rtc::rearm(Nanos now) noexcept {
 }
 
 void Rtc::arm(Source source, Nanos deadline) noexcept {
-  timers::Callout& callout = callouts_[source];
-  if (deadline == 0) {
-    if (callout.active()) callout.stop();
-    return;
-  }
-  if (callout.active() && callout.target() == deadline) return;
   // Refused only after drain_timers() (a VM reset under way): quietly.
-  if (!callout.reset(deadline, timers::CalloutTime::absolute)) ++stats_.refused_rearms;
+  if (!callouts_[source].set_deadline(deadline)) ++stats_.refused_rearms;
 }
 
 void Rtc::on_callout(void* arg) {

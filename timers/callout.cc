@@ -52,6 +52,15 @@ bool Callout::reset(Nanos when, CalloutTime kind) noexcept {
   return true;
 }
 
+bool Callout::set_deadline(Nanos when) noexcept {
+  if (when == 0) {
+    if (active()) stop();
+    return true;
+  }
+  if (active() && target() == when) return true;
+  return reset(when, CalloutTime::absolute);
+}
+
 bool Callout::stop() noexcept {
   if (!initialized()) return false;
   const bool was_active = target_.exchange(0, std::memory_order_acq_rel) != 0;

@@ -65,6 +65,13 @@ class Callout {
   // was active. A firing already under way sees !active() and does nothing.
   bool stop() noexcept;
 
+  // How devices keep one callout aimed at a computed deadline: an absolute
+  // `when`, or 0 for none. Stops the callout for 0, leaves an active one
+  // already aimed at `when` alone (no cyclic reprogram, and no second firing
+  // for a deadline that is due), and otherwise resets it. Device lock held.
+  // Returns false only when a reset was refused (see reset()).
+  bool set_deadline(Nanos when) noexcept;
+
   // Stops the callout and removes its cyclic, waiting for a running handler.
   // Device lock NOT held. Returns false when it was never initialised or was
   // already drained.
@@ -87,7 +94,6 @@ class Callout {
   Nanos target() const noexcept { return target_.load(std::memory_order_acquire); }
   Nanos fired() const noexcept { return fired_.load(std::memory_order_acquire); }
   EventLoop* loop() const noexcept;
-  CyclicSystem* system() const noexcept { return system_; }
 
  private:
   static void glue(void* arg, const Expiry& expiry);

@@ -140,6 +140,45 @@ TEST_F(CalloutTest, ReArmBeforeAStaleFiringIsRunIsSeenAsPending) {
   EXPECT_EQ(dev.work, 1);
 }
 
+TEST_F(CalloutTest, SetDeadlineArmsStopsAndLeavesAnUnchangedDeadlineAlone) {
+  const Nanos t = clock.now() + 10;
+  {
+    std::lock_guard lock(dev.mu);
+    dev.deadline = t;
+    EXPECT_TRUE(dev.callout.set_deadline(t));
+    EXPECT_EQ(dev.callout.target(), t);
+  }
+  clock.advance(10);
+  // The deadline is due; before the loop runs the device recomputes it and
+  // finds it unchanged. Re-arming would put the cyclic back for a second,
+  // inactive firing; set_deadline leaves it alone.
+  system.add(
+      [](void* arg, const Expiry&) {
+        auto* d = static_cast<Device*>(arg);
+        std::lock_guard lock(d->mu);
+        EXPECT_TRUE(d->callout.set_deadline(d->deadline));
+      },
+      &dev, clock.now() - 1, kOneShot, system.loop(0));
+  EXPECT_EQ(system.loop(0).run_due(), 2u);
+  EXPECT_EQ(run(), 0u) << "no second firing";
+  EXPECT_EQ(dev.raw_calls, 1);
+  EXPECT_EQ(dev.work, 1);
+
+  std::lock_guard lock(dev.mu);
+  EXPECT_TRUE(dev.callout.set_deadline(clock.now() + 5));
+  EXPECT_TRUE(dev.callout.set_deadline(0));
+  EXPECT_FALSE(dev.callout.active());
+  EXPECT_TRUE(dev.callout.set_deadline(0)) << "stopping a stopped callout is fine";
+}
+
+TEST_F(CalloutTest, SetDeadlineAfterDrainIsRefused) {
+  ASSERT_TRUE(dev.callout.drain());
+  std::lock_guard lock(dev.mu);
+  EXPECT_FALSE(dev.callout.set_deadline(clock.now() + 10));
+  EXPECT_FALSE(dev.callout.active());
+  EXPECT_TRUE(dev.callout.set_deadline(0));
+}
+
 TEST_F(CalloutTest, PendingIsTargetLaterThanFired) {
   ASSERT_TRUE(dev.arm(clock.now() + 5));
   clock.advance(5);
