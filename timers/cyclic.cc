@@ -62,7 +62,7 @@ CyclicSystem::CyclicSystem(const Clock& clock, LoopOptions options)
     }
     std::string name = std::string(options.name_prefix) + std::to_string(i);
     if (name.size() > 15) name.resize(15);
-    loops_.push_back(std::make_unique<EventLoop>(*this, i, options.threads ? cpu : -1, std::move(name)));
+    loops_.push_back(std::make_unique<EventLoop>(*this, options.threads ? cpu : -1, std::move(name)));
   }
   if (options.threads) {
     for (auto& loop : loops_) loop->start_thread(options.pin);

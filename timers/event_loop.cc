@@ -37,8 +37,8 @@ timespec to_timespec(Nanos t) {
 
 }  // namespace
 
-EventLoop::EventLoop(CyclicSystem& system, std::size_t index, int cpu, std::string name)
-    : system_(system), index_(index), cpu_(cpu), name_(std::move(name)),
+EventLoop::EventLoop(CyclicSystem& system, int cpu, std::string name)
+    : system_(system), cpu_(cpu), name_(std::move(name)),
       uses_timerfd_(system.clock().is_monotonic()) {
   timer_fd_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!timer_fd_) throw_system_error("timerfd_create");
@@ -155,7 +155,7 @@ Nanos EventLoop::earliest() {
 void EventLoop::deadline_changed(Nanos when) {
   if (when >= armed_) return;  // the timerfd fires no later than this already
   if (!uses_timerfd_) return;  // nobody waits on a timerfd for a manual clock
-  if (current_thread() == loop_thread_.load(std::memory_order_relaxed)) {
+  if (on_loop_thread()) {
     // The loop's own thread arms once, just before it next waits.
     arm_pending_ = true;
     return;
@@ -202,7 +202,6 @@ std::size_t EventLoop::run_due() {
       slot->dispatch = Dispatch::queued;
       batch_.push_back(slot);
     }
-    if (!batch_.empty()) ++stats_.batches;
   }
 
   std::size_t ran = 0;
@@ -338,8 +337,6 @@ bool EventLoop::wait_for_events(Nanos timeout) {
     // rings again, so no wake-up is lost.
     [[maybe_unused]] ssize_t n = ::read(doorbell_fd_.get(), &count, sizeof count);
   }
-  std::lock_guard lock(mu_);
-  ++stats_.wakeups;
   return timer_ready;
 }
 

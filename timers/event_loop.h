@@ -32,22 +32,18 @@ class CyclicSystem;
 struct CyclicSlot;
 
 struct LoopStats {
-  std::uint64_t wakeups = 0;         // returns from the io_uring wait
   std::uint64_t timerfd_arms = 0;    // timerfd_settime calls
   std::uint64_t handler_calls = 0;   // cyclic handlers run
-  std::uint64_t batches = 0;         // expiry batches with at least one due cyclic
 };
 
 class EventLoop {
  public:
-  EventLoop(CyclicSystem& system, std::size_t index, int cpu, std::string name);
+  EventLoop(CyclicSystem& system, int cpu, std::string name);
   ~EventLoop();
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  std::size_t index() const noexcept { return index_; }
   int cpu() const noexcept { return cpu_; }  // -1 when not bound to a CPU
-  const std::string& name() const noexcept { return name_; }
 
   // Caller-driven loops (LoopOptions::threads == false) are stepped with
   // these; the calling thread becomes the loop's thread for the call.
@@ -106,7 +102,6 @@ class EventLoop {
   void setup_ring();
 
   CyclicSystem& system_;
-  const std::size_t index_;
   const int cpu_;
   const std::string name_;
   const bool uses_timerfd_;  // false on a manual clock: nothing to wait for
