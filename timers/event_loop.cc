@@ -290,13 +290,13 @@ bool EventLoop::submit_poll(int fd, std::uint64_t tag) {
 bool EventLoop::wait_for_events(Nanos timeout) {
   {
     std::lock_guard lock(mu_);
-    // Arm at the earliest deadline if it moved earlier than what is armed,
-    // if the loop thread deferred an arm, or if what was armed has passed
-    // (a fired timerfd is disarmed).
-    const Nanos next = earliest();
-    if (uses_timerfd_ &&
-        (arm_pending_ || next < armed_ || (armed_ != kNever && armed_ <= system_.clock().now()))) {
-      arm_locked(next);
+    // What was armed and has passed has fired, and a fired timerfd is
+    // disarmed. Arm at the earliest deadline if it is earlier than what is
+    // armed, or if the loop thread deferred an arm.
+    if (uses_timerfd_) {
+      if (armed_ <= system_.clock().now()) armed_ = kNever;
+      const Nanos next = earliest();
+      if (arm_pending_ || next < armed_) arm_locked(next);
     }
   }
   // Multishot polls stay armed across completions; re-submit one only after
@@ -343,13 +343,10 @@ bool EventLoop::wait_for_events(Nanos timeout) {
 void EventLoop::drain_timerfd() {
   // A plain read(2) after the poll fired, done after the due handlers ran so
   // it is off the wake-up latency path. Nothing is lost by the delay: the
-  // next wait re-arms whenever what was armed has passed, and settime resets
-  // the timerfd.
+  // next wait treats what was armed and has passed as fired, and settime
+  // resets the timerfd.
   std::uint64_t count;
-  if (::read(timer_fd_.get(), &count, sizeof count) == sizeof count) {
-    std::lock_guard lock(mu_);
-    if (armed_ <= system_.clock().now()) armed_ = kNever;  // a fired one-shot timerfd is disarmed
-  }
+  [[maybe_unused]] ssize_t n = ::read(timer_fd_.get(), &count, sizeof count);
 }
 
 std::size_t EventLoop::run_once(Nanos timeout) {
