@@ -204,44 +204,39 @@ std::size_t EventLoop::run_due() {
     }
   }
 
+  // One critical section between two handlers: the bookkeeping after one
+  // and before the next.
   std::size_t ran = 0;
+  std::unique_lock lock(mu_);
   for (CyclicSlot* slot : batch_) {
-    CyclicHandler handler;
-    void* arg;
-    Expiry expiry;
-    {
-      std::lock_guard lock(mu_);
-      if (slot->doomed) {  // removed while queued: it never runs
-        slot->doomed = false;
-        slot->dispatch = Dispatch::idle;
-        system_.release_slot(slot);
-        continue;
-      }
-      slot->dispatch = Dispatch::running;
-      handler = slot->handler;
-      arg = slot->arg;
-      expiry = slot->expiry;
+    if (slot->doomed) {  // removed while queued: it never runs
+      slot->doomed = false;
+      slot->dispatch = Dispatch::idle;
+      system_.release_slot(slot);
+      continue;
     }
+    slot->dispatch = Dispatch::running;
+    const CyclicHandler handler = slot->handler;
+    void* const arg = slot->arg;
+    const Expiry expiry = slot->expiry;
+    lock.unlock();
     handler(arg, expiry);
     ++ran;
-    {
-      std::lock_guard lock(mu_);
-      slot->dispatch = Dispatch::idle;
-      if (slot->doomed) {
-        slot->doomed = false;
-        if (slot->remover_waiting) {
-          slot->remover_waiting = false;  // the waiting remover frees it
-        } else {
-          system_.release_slot(slot);  // removed by its own handler
-        }
+    lock.lock();
+    slot->dispatch = Dispatch::idle;
+    if (slot->doomed) {
+      slot->doomed = false;
+      if (slot->remover_waiting) {
+        slot->remover_waiting = false;  // the waiting remover frees it
+      } else {
+        system_.release_slot(slot);  // removed by its own handler
       }
-      ++stats_.handler_calls;
     }
+    ++stats_.handler_calls;
     // Removers and movers wait for `idle`; wake them.
     handler_done_.notify_all();
   }
   batch_.clear();
-  std::lock_guard lock(mu_);
   dispatching_ = false;
   return ran;
 }
