@@ -404,9 +404,7 @@ void Hpet::on_callout(void* arg) {
 void Hpet::on_timer(unsigned n) noexcept {
   std::lock_guard lock(mu_);
   timers::Callout& callout = callouts_[n];
-  if (callout.pending()) return;  // re-armed since this firing
-  if (!callout.active()) return;  // stopped since
-  callout.deactivate();
+  if (!callout.claim()) return;  // re-armed or stopped since this firing
   ++stats_.handler_runs[n];
   const Nanos now = clock_.now();
   sync(n, now);

@@ -63,9 +63,7 @@ void LapicTimer::disarm() {
 void LapicTimer::on_timer(void* arg) {
   auto* self = static_cast<LapicTimer*>(arg);
   std::lock_guard lock(self->mu_);
-  if (self->callout_.pending()) return;  // re-armed since this firing was due
-  if (!self->callout_.active()) return;  // stopped
-  self->callout_.deactivate();
+  if (!self->callout_.claim()) return;  // re-armed or stopped since this firing
 
   const Nanos now = self->clock_.now();
   if (now < self->deadline_) {

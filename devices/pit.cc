@@ -564,9 +564,7 @@ void Pit::on_timer(void* arg) { static_cast<Pit*>(arg)->timer_fired(); }
 
 void Pit::timer_fired() noexcept {
   std::lock_guard lock(mu_);
-  if (callout_.pending()) return;  // re-armed meanwhile: not this firing
-  if (!callout_.active()) return;  // stopped meanwhile
-  callout_.deactivate();
+  if (!callout_.claim()) return;  // re-armed or stopped since this firing
   if (irq_deadline_ == 0) return;
   const Pulse now = now_pulse();
   if (irq_edge_ <= now) {

@@ -510,9 +510,7 @@ void Rtc::on_callout(void* arg) {
 void Rtc::on_timer(Source source) noexcept {
   std::lock_guard lock(mu_);
   timers::Callout& callout = callouts_[source];
-  if (callout.pending()) return;  // re-armed since this firing
-  if (!callout.active()) return;  // stopped since
-  callout.deactivate();
+  if (!callout.claim()) return;  // re-armed or stopped since this firing
   ++stats_.handler_runs;
   const Nanos now = clock_.now();
   sync(now);

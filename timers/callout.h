@@ -83,6 +83,14 @@ class Callout {
     return target_.load(std::memory_order_acquire) > fired_.load(std::memory_order_acquire);
   }
   void deactivate() noexcept { target_.store(0, std::memory_order_release); }
+  // The handler idiom's opening, device lock held: false when the callout
+  // was re-armed (pending) or stopped (inactive) since this firing, which
+  // the handler then ignores; otherwise deactivates it and returns true.
+  bool claim() noexcept {
+    if (pending() || !active()) return false;
+    deactivate();
+    return true;
+  }
 
   // Moves the callout to the loop of the calling thread's CPU (or to `loop`),
   // keeping its expiry, so a vCPU's timers fire where the vCPU runs. Returns

@@ -179,6 +179,40 @@ TEST_F(CalloutTest, SetDeadlineAfterDrainIsRefused) {
   EXPECT_TRUE(dev.callout.set_deadline(0));
 }
 
+TEST_F(CalloutTest, ClaimIsTheHandlerIdiomsOpening) {
+  // A handler that only records what claim() says.
+  struct Claimer {
+    std::mutex mu;
+    Callout callout;
+    std::vector<bool> claims;
+    static void on_timer(void* arg) {
+      auto* c = static_cast<Claimer*>(arg);
+      std::lock_guard lock(c->mu);
+      c->claims.push_back(c->callout.claim());
+    }
+  } claimer;
+  ASSERT_TRUE(claimer.callout.init(system, system.loop(0), &Claimer::on_timer, &claimer));
+  {
+    std::lock_guard lock(claimer.mu);
+    EXPECT_FALSE(claimer.callout.claim()) << "never armed";
+    ASSERT_TRUE(claimer.callout.reset(clock.now() + 10, CalloutTime::absolute));
+    EXPECT_FALSE(claimer.callout.claim()) << "armed, not fired yet: pending";
+    EXPECT_TRUE(claimer.callout.active()) << "a refused claim changes nothing";
+  }
+  clock.advance(10);
+  EXPECT_EQ(system.loop(0).run_due(), 1u);
+  EXPECT_EQ(claimer.claims, (std::vector<bool>{true})) << "its own firing is claimed";
+  EXPECT_FALSE(claimer.callout.active()) << "and deactivated";
+  {
+    std::lock_guard lock(claimer.mu);
+    ASSERT_TRUE(claimer.callout.reset(clock.now() + 10, CalloutTime::absolute));
+    claimer.callout.stop();
+  }
+  clock.advance(10);
+  EXPECT_EQ(system.loop(0).run_due(), 0u) << "a stopped callout is parked";
+  EXPECT_TRUE(claimer.callout.drain());
+}
+
 TEST_F(CalloutTest, PendingIsTargetLaterThanFired) {
   ASSERT_TRUE(dev.arm(clock.now() + 5));
   clock.advance(5);
