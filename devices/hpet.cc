@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "devices/error.h"
 #include "devices/rate_limit.h"
 #include "timers/race_points.h"
 
@@ -59,7 +60,10 @@ Hpet::Hpet(timers::CyclicSystem& system, timers::EventLoop& loop, const PinLooku
   }
   for (unsigned n = 0; n < kTimers; ++n) {
     callout_args_[n] = CalloutArg{this, n};
-    callouts_[n].init(system_, loop, &Hpet::on_callout, &callout_args_[n]);
+    // As the PIT: a device that cannot keep time must not start silent.
+    if (!callouts_[n].init(system_, loop, &Hpet::on_callout, &callout_args_[n])) {
+      throw Error("hpet: cannot create its comparators' timers");
+    }
   }
   std::lock_guard lock(mu_);
   power_on_locked();

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "devices/error.h"
 #include "timers/event_loop.h"
 #include "timers/race_points.h"
 
@@ -22,7 +23,10 @@ std::uint64_t divisor_of(std::uint32_t config) {
 
 LapicTimer::LapicTimer(timers::CyclicSystem& system, timers::EventLoop& loop, Deliver deliver, Config config)
     : system_(system), clock_(system.clock()), deliver_(std::move(deliver)), config_(config) {
-  callout_.init(system_, loop, &LapicTimer::on_timer, this);
+  // As the PIT: a device that cannot keep time must not start silent.
+  if (!callout_.init(system_, loop, &LapicTimer::on_timer, this)) {
+    throw Error("lapic timer: cannot create its timer");
+  }
 }
 
 LapicTimer::~LapicTimer() { callout_.drain(); }
@@ -183,7 +187,10 @@ void LapicTimer::reset(timers::EventLoop& loop) noexcept {
   tsc_deadline_ = 0;
   deadline_ = 0;
   paused_ = false;
-  callout_.init(system_, loop, &LapicTimer::on_timer, this);
+  if (!callout_.init(system_, loop, &LapicTimer::on_timer, this)) {
+    static RateLimit limit;
+    if (limit.allow()) spdlog::error("lapic timer: cannot re-create its timer after a reset; it stays silent");
+  }
 }
 
 void LapicTimer::pause() noexcept {

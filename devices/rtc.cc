@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "devices/error.h"
 #include "devices/rate_limit.h"
 #include "timers/race_points.h"
 
@@ -150,7 +151,10 @@ Rtc::Rtc(timers::CyclicSystem& system, timers::EventLoop& loop, IrqLine& irq, Wa
       wall_clock_(wall_clock ? std::move(wall_clock) : WallClock(host_wall_clock_ns)) {
   for (unsigned s = 0; s < kSources; ++s) {
     callout_args_[s] = CalloutArg{this, static_cast<Source>(s)};
-    callouts_[s].init(system_, loop, &Rtc::on_callout, &callout_args_[s]);
+    // As the PIT: a device that cannot keep time must not start silent.
+    if (!callouts_[s].init(system_, loop, &Rtc::on_callout, &callout_args_[s])) {
+      throw Error("rtc: cannot create its timers");
+    }
   }
   std::lock_guard lock(mu_);
   power_on_locked(clock_.now());
