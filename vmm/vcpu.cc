@@ -207,6 +207,19 @@ void VcpuThread::acknowledge_kick_locked() noexcept {
   drain_kick_signal();
 }
 
+template <typename Done>
+void VcpuThread::kick_until_locked(std::unique_lock<std::mutex>& lock, const char* why, Done done) {
+  kick_locked();
+  while (!done()) {
+    if (cv_.wait_for(lock, kRekickInterval) == std::cv_status::timeout && !done()) {
+      counters_.rekicks.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("vcpu {}: still in KVM_RUN {} ms after a {} kick; kicking again", index_, kRekickInterval.count(),
+                   why);
+      kick_locked();
+    }
+  }
+}
+
 void VcpuThread::notify() noexcept {
   std::lock_guard lock(mu_);
   // On its own thread the vCPU is between exits: before_run, which acts on
@@ -227,16 +240,7 @@ bool VcpuThread::pause() {
   if (request_ == Request::stop) return false;
   request_ = Request::pause;
   if (state_ == VcpuState::paused) return true;
-  kick_locked();
-  while (state_ != VcpuState::paused && state_ != VcpuState::exited) {
-    if (cv_.wait_for(lock, kRekickInterval) == std::cv_status::timeout &&
-        state_ != VcpuState::paused && state_ != VcpuState::exited) {
-      counters_.rekicks.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("vcpu {}: still in KVM_RUN {} ms after a pause kick; kicking again", index_,
-                   kRekickInterval.count());
-      kick_locked();
-    }
-  }
+  kick_until_locked(lock, "pause", [this] { return state_ == VcpuState::paused || state_ == VcpuState::exited; });
   return state_ == VcpuState::paused;
 }
 
@@ -262,15 +266,7 @@ void VcpuThread::stop() {
     std::unique_lock lock(mu_);
     if (alive_locked()) {
       request_ = Request::stop;
-      kick_locked();
-      while (alive_locked()) {
-        if (cv_.wait_for(lock, kRekickInterval) == std::cv_status::timeout && alive_locked()) {
-          counters_.rekicks.fetch_add(1, std::memory_order_relaxed);
-          spdlog::warn("vcpu {}: still in KVM_RUN {} ms after a stop kick; kicking again", index_,
-                       kRekickInterval.count());
-          kick_locked();
-        }
-      }
+      kick_until_locked(lock, "stop", [this] { return !alive_locked(); });
     }
   }
   if (thread_.joinable()) thread_.join();

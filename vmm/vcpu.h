@@ -166,6 +166,10 @@ class VcpuThread {
   bool alive_locked() const noexcept { return state_ == VcpuState::running || state_ == VcpuState::paused; }
   // Under mu_: record the request and get the vCPU out of KVM_RUN.
   void kick_locked() noexcept;
+  // Under mu_ (held by `lock`): kicks, then waits until `done()`, kicking
+  // again whenever the vCPU stays in KVM_RUN for kRekickInterval.
+  template <typename Done>
+  void kick_until_locked(std::unique_lock<std::mutex>& lock, const char* why, Done done);
   // Under mu_: consume a kick (clear immediate_exit, drain the signal).
   void acknowledge_kick_locked() noexcept;
   // KVM_RUN with immediate_exit set: finishes an I/O instruction, runs
