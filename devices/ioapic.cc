@@ -81,10 +81,19 @@ void IoApic::deliver_if_due(unsigned n, Work& work) noexcept {
   work.add(message_for(entry));
 }
 
-void IoApic::set_pin_level(unsigned n, bool asserted) noexcept {
+template <typename Change>
+void IoApic::change_then_finish(Change change) noexcept {
   Work work;
   {
     std::lock_guard lock(mu_);
+    change(work);
+    work.routes_dirty = routes_dirty_ != 0;
+  }
+  finish(work);
+}
+
+void IoApic::set_pin_level(unsigned n, bool asserted) noexcept {
+  change_then_finish([&](Work& work) {
     const std::uint32_t bit = 1u << n;
     const bool was_asserted = input_levels_ & bit;
     if (asserted) {
@@ -98,9 +107,7 @@ void IoApic::set_pin_level(unsigned n, bool asserted) noexcept {
     } else if (asserted && !was_asserted && !(entry & kMasked)) {
       work.add(message_for(entry));
     }
-    work.routes_dirty = routes_dirty_ != 0;
-  }
-  finish(work);
+  });
 }
 
 void IoApic::end_of_interrupt_locked(std::uint8_t vector, Work& work) noexcept {
@@ -113,13 +120,7 @@ void IoApic::end_of_interrupt_locked(std::uint8_t vector, Work& work) noexcept {
 }
 
 void IoApic::end_of_interrupt(std::uint8_t vector) noexcept {
-  Work work;
-  {
-    std::lock_guard lock(mu_);
-    end_of_interrupt_locked(vector, work);
-    work.routes_dirty = routes_dirty_ != 0;
-  }
-  finish(work);
+  change_then_finish([&](Work& work) { end_of_interrupt_locked(vector, work); });
 }
 
 void IoApic::publish_all_routes() noexcept {
@@ -216,25 +217,16 @@ void IoApic::read(std::uint64_t offset, std::span<std::uint8_t> data) noexcept {
 }
 
 void IoApic::write(std::uint64_t offset, std::span<const std::uint8_t> data) noexcept {
-  Work work;
   if (offset == kRegisterSelect && !data.empty() && data.size() <= 4) {
     std::lock_guard lock(mu_);
     select_ = data[0];
-    return;
-  }
-  if (offset == kWindow && data.size() == 4) {
-    std::lock_guard lock(mu_);
-    write_indirect(static_cast<std::uint32_t>(load_le(data)), work);
-    work.routes_dirty = routes_dirty_ != 0;
+  } else if (offset == kWindow && data.size() == 4) {
+    change_then_finish([&](Work& work) { write_indirect(static_cast<std::uint32_t>(load_le(data)), work); });
   } else if (offset == kEoi && !data.empty() && data.size() <= 4) {
-    std::lock_guard lock(mu_);
-    end_of_interrupt_locked(data[0], work);
-    work.routes_dirty = routes_dirty_ != 0;
+    change_then_finish([&](Work& work) { end_of_interrupt_locked(data[0], work); });
   } else {
     log_ignored_access("write", offset, data.size());
-    return;
   }
-  finish(work);
 }
 
 }  // namespace vmm::devices

@@ -213,6 +213,10 @@ class IoApic final : public BusDevice {
   std::uint32_t read_indirect() const noexcept;
   void write_indirect(std::uint32_t value, Work& work) noexcept;
   void finish(Work& work) noexcept;
+  // Runs `change(work)` under mu_, notes whether routes need publishing,
+  // then finish()es: publication and delivery happen outside mu_.
+  template <typename Change>
+  void change_then_finish(Change change) noexcept;
 
   MsiSink& sink_;
   IoApicRouteObserver* const observer_;
