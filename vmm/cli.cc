@@ -78,7 +78,8 @@ Command parse_command_line(const std::vector<std::string>& args) {
   bool no_hpet = false;
 
   CLI::App* run = app.add_subcommand("run", "Boot a guest kernel (bzImage, or an ELF with a PVH entry note)");
-  run->add_option("--kernel", o.kernel, "Kernel image (bzImage or PVH ELF)")->required();
+  // Checked after parsing, so that an unknown option is named first.
+  run->add_option("--kernel", o.kernel, "Kernel image (bzImage or PVH ELF); required");
   run->add_option("--initrd", o.initrd, "Initial ramdisk");
   run->add_option("--cmdline", o.cmdline, "Kernel command line");
   run->add_option("--cpus", o.cpus, "Number of vCPUs (default 1)");
@@ -137,6 +138,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
     command.kind = Command::Kind::ctl;
     return command;
   }
+  if (o.kernel.empty()) throw UsageError("run: --kernel is required");
   o.memory = parse_memory_size(memory);
   if (o.cpus == 0) throw UsageError("--cpus must be at least 1");
   o.reboot = !no_reboot;

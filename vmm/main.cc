@@ -43,10 +43,6 @@ std::unique_ptr<vmm::devices::SerialOutput> make_serial_output(const vmm::RunOpt
 }
 
 int run_vm(const vmm::RunOptions& o) {
-  auto serial_output = make_serial_output(o);
-  vmm::KvmSystem kvm(o.kvm_device);
-  vmm::timers::CyclicSystem timers;
-
   vmm::VmConfig config;
   config.boot.kernel = o.kernel;
   if (o.initrd) config.boot.initrd = *o.initrd;
@@ -54,10 +50,17 @@ int run_vm(const vmm::RunOptions& o) {
   config.boot.cpus = o.cpus;
   config.boot.hpet = o.hpet;
   config.memory = o.memory;
-  config.serial_output = serial_output.get();
   config.reboot = o.reboot;
   config.process_start = g_process_start;
-  vmm::Vm vm(config, kvm, timers);
+  // Every input is checked before /dev/kvm is opened: a wrong path or a bad
+  // image is named as such on any host, with or without KVM.
+  vmm::PreparedGuest guest = vmm::prepare_guest(config);
+  auto serial_output = make_serial_output(o);
+  config.serial_output = serial_output.get();
+
+  vmm::KvmSystem kvm(o.kvm_device);
+  vmm::timers::CyclicSystem timers;
+  vmm::Vm vm(config, std::move(guest), kvm, timers);
 
   vmm::HostSignals signals([&vm] { vm.stop(); }, [&vm] { vm.force_stop(); });
   std::optional<vmm::TerminalRawMode> raw;

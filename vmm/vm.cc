@@ -33,14 +33,12 @@ devices::GuestMemory allocate_memory(std::uint64_t bytes) {
   return devices::GuestMemory::allocate(bytes);
 }
 
-unsigned checked_cpus(const KvmSystem& kvm, unsigned cpus) {
+void check_cpu_count(unsigned cpus) {
   if (cpus == 0) throw Error("the number of vCPUs must be at least 1");
   if (cpus > boot::acpi::kMaxCpus) {
     throw Error("--cpus " + std::to_string(cpus) + " exceeds the " + std::to_string(boot::acpi::kMaxCpus) +
                 " vCPUs this VMM's MADT and IOAPIC numbering allow");
   }
-  kvm.check_vcpu_count(cpus);
-  return cpus;
 }
 
 }  // namespace
@@ -57,16 +55,29 @@ const char* to_string(VmState state) noexcept {
   return "unknown";
 }
 
+PreparedGuest prepare_guest(const VmConfig& config) {
+  check_cpu_count(config.boot.cpus);
+  devices::GuestMemory memory = allocate_memory(config.memory);
+  boot::BootFiles files = boot::BootFiles::open(config.boot, memory.size());
+  boot::BootImage image = boot::load(memory, config.boot, files);
+  return PreparedGuest{std::move(memory), std::move(files), std::move(image)};
+}
+
 Vm::Vm(const VmConfig& config, const KvmSystem& kvm, timers::CyclicSystem& timers)
+    : Vm(config, prepare_guest(config), kvm, timers) {}
+
+Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers::CyclicSystem& timers)
     : config_(config),
       kvm_(kvm),
       timers_(timers),
-      memory_(allocate_memory(config.memory)),
+      memory_(std::move(guest.memory)),
+      files_(std::move(guest.files)),
       kvm_vm_(kvm),
       split_irqchip_((kvm_vm_.enable_split_irqchip(24), true)),
       msi_(kvm_vm_),
       routes_(kvm_vm_) {
-  const unsigned cpus = checked_cpus(kvm, config.boot.cpus);
+  const unsigned cpus = config.boot.cpus;
+  kvm.check_vcpu_count(cpus);
   kvm_vm_.set_memory(memory_);
 
   timer_loop_.store(&timers_.loop_for_current_cpu());
@@ -89,7 +100,7 @@ Vm::Vm(const VmConfig& config, const KvmSystem& kvm, timers::CyclicSystem& timer
       });
   platform_->ioapic().publish_all_routes();
 
-  image_ = boot::load(memory_, config.boot);
+  image_ = std::move(guest.image);
   spdlog::info("vm: {}", boot::describe(image_));
 
   reset_msrs_ = reset_msr_indices(kvm);
@@ -342,7 +353,7 @@ void Vm::do_reset() {
   platform_->drain_timers();
 
   memory_.discard();
-  image_ = boot::load(memory_, config_.boot);
+  image_ = boot::load(memory_, config_.boot, files_);
   routes_.clear();
   const timers::Nanos now = now_ns();
   platform_->reset(*timer_loop_.load(), now);  // also republishes every IOAPIC route

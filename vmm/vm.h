@@ -94,10 +94,25 @@ struct VmStatus {
   std::uint64_t coalesced_resets = 0;  // reset reports dropped: their boot was already reset
 };
 
+// A VM before KVM is involved: its memory, its kernel and initrd read once,
+// and the first boot loaded. A front end makes it before it opens /dev/kvm,
+// so every bad input is reported first, on any host.
+struct PreparedGuest {
+  devices::GuestMemory memory;
+  boot::BootFiles files;
+  boot::BootImage image;
+};
+
+// Throws vmm::Error naming the problem: memory size, vCPU count beyond what
+// the firmware tables allow, kernel, initrd, command line.
+PreparedGuest prepare_guest(const VmConfig& config);
+
 class Vm final : private VcpuEvents {
  public:
-  // Builds everything and loads the image; nothing runs yet. Throws
-  // vmm::Error with a message naming the problem (bad kernel, memory, KVM).
+  // Builds everything around a prepared guest; nothing runs yet. Throws
+  // vmm::Error with a message naming the problem (KVM, vCPUs).
+  Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers::CyclicSystem& timers);
+  // Prepares the guest too.
   Vm(const VmConfig& config, const KvmSystem& kvm, timers::CyclicSystem& timers);
   ~Vm() override;
   Vm(const Vm&) = delete;
@@ -164,6 +179,7 @@ class Vm final : private VcpuEvents {
   // the board they call into, the board before the KVM VM its MSIs go to,
   // the KVM VM before the memory it maps.
   devices::GuestMemory memory_;
+  const boot::BootFiles files_;
   KvmVm kvm_vm_;
   // The split irqchip must exist before the MSI sink and before any vCPU:
   // enabling it is part of member initialisation, between the two.

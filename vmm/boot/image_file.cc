@@ -11,10 +11,12 @@
 #include <fmt/format.h>
 
 #include "devices/error.h"
+#include "timers/unique_fd.h"
 
 namespace vmm::boot {
 
-ImageFile ImageFile::open(const std::filesystem::path& path, std::string_view role) {
+ImageFile ImageFile::open(const std::filesystem::path& path, std::string_view role, std::uint64_t max_size,
+                          std::string_view max_what) {
   const std::string name(role);
   // O_NONBLOCK: a FIFO or device given by mistake must fail the regular-file
   // check below, not hang the open. It changes nothing for regular files.
@@ -32,26 +34,25 @@ ImageFile ImageFile::open(const std::filesystem::path& path, std::string_view ro
     throw Error(fmt::format("{} {}: not a regular file", name, path.string()));
   }
   if (info.st_size == 0) throw Error(fmt::format("{} {}: file is empty", name, path.string()));
-  return ImageFile(std::move(fd), path, name, static_cast<std::uint64_t>(info.st_size));
-}
-
-void ImageFile::read_into(std::span<std::uint8_t> out) const {
+  const auto size = static_cast<std::uint64_t>(info.st_size);
+  if (size > max_size) {
+    throw Error(fmt::format("{} {}: {:.1f} MiB ({} bytes) is larger than {}", name, path.string(),
+                            static_cast<double>(size) / (1 << 20), size, max_what));
+  }
+  std::vector<std::uint8_t> bytes(size);
   std::size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = ::pread(fd_.get(), out.data() + done, out.size() - done, static_cast<off_t>(done));
+  while (done < bytes.size()) {
+    const ssize_t n = ::pread(fd.get(), bytes.data() + done, bytes.size() - done, static_cast<off_t>(done));
     if (n < 0) {
-      if (errno == EINTR) continue;
-      fail(fmt::format("read failed: {}", std::strerror(errno)));
+      if (errno == EINTR || errno == EAGAIN) continue;
+      throw Error(fmt::format("{} {}: read failed: {}", name, path.string(), std::strerror(errno)));
     }
-    if (n == 0) fail(fmt::format("file shrank to {} bytes while being read", done));
+    if (n == 0) {
+      throw Error(fmt::format("{} {}: file shrank to {} bytes while being read", name, path.string(), done));
+    }
     done += static_cast<std::size_t>(n);
   }
-}
-
-std::vector<std::uint8_t> ImageFile::read_all() const {
-  std::vector<std::uint8_t> bytes(size_);
-  read_into(bytes);
-  return bytes;
+  return ImageFile(path, name, std::move(bytes));
 }
 
 void ImageFile::fail(std::string_view what) const {

@@ -1,6 +1,9 @@
-// A kernel or initrd file opened for loading. Owns the descriptor, knows its
-// size up front (so oversize images are refused before anything is read),
-// and turns every way a file can be wrong into a vmm::Error naming the file.
+// A kernel or initrd file, read whole once when it is opened. Every boot of
+// the VM loads from these bytes, so a file replaced, truncated or deleted
+// while the VM runs changes nothing, and a reboot opens nothing. The size is
+// checked before anything is read (an oversize image is refused without
+// reading it), and every way a file can be wrong becomes a vmm::Error naming
+// the file.
 #pragma once
 
 #include <cstdint>
@@ -10,36 +13,32 @@
 #include <string_view>
 #include <vector>
 
-#include "timers/unique_fd.h"
-
 namespace vmm::boot {
 
 class ImageFile {
  public:
   // `role` ("kernel", "initrd") starts every error message. Throws when the
-  // file is missing, unreadable, not a regular file, or empty.
-  static ImageFile open(const std::filesystem::path& path, std::string_view role);
+  // file is missing, unreadable, not a regular file, empty, larger than
+  // `max_size` (`max_what` says what that limit is), or changes size while
+  // it is read.
+  static ImageFile open(const std::filesystem::path& path, std::string_view role,
+                        std::uint64_t max_size = UINT64_MAX, std::string_view max_what = {});
 
   const std::filesystem::path& path() const noexcept { return path_; }
   const std::string& role() const noexcept { return role_; }
-  std::uint64_t size() const noexcept { return size_; }
-
-  // Fills `out` from the start of the file. Throws when the file is shorter
-  // than it was at open (it changed underneath us) or a read fails.
-  void read_into(std::span<std::uint8_t> out) const;
-  std::vector<std::uint8_t> read_all() const;
+  std::uint64_t size() const noexcept { return bytes_.size(); }
+  std::span<const std::uint8_t> bytes() const noexcept { return bytes_; }
 
   // "<role> <path>: <what>", for the loaders' own errors about this file.
   [[noreturn]] void fail(std::string_view what) const;
 
  private:
-  ImageFile(timers::UniqueFd fd, std::filesystem::path path, std::string role, std::uint64_t size)
-      : fd_(std::move(fd)), path_(std::move(path)), role_(std::move(role)), size_(size) {}
+  ImageFile(std::filesystem::path path, std::string role, std::vector<std::uint8_t> bytes)
+      : path_(std::move(path)), role_(std::move(role)), bytes_(std::move(bytes)) {}
 
-  timers::UniqueFd fd_;
   std::filesystem::path path_;
   std::string role_;
-  std::uint64_t size_ = 0;
+  std::vector<std::uint8_t> bytes_;
 };
 
 }  // namespace vmm::boot

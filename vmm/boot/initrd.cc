@@ -1,5 +1,7 @@
 #include "vmm/boot/initrd.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "devices/error.h"
@@ -35,7 +37,7 @@ GuestRange load_initrd(devices::GuestMemory& memory, const ImageFile& initrd, st
   if (!destination) {
     initrd.fail(fmt::format("guest RAM does not cover [{:#x}, {:#x})", *address, *address + initrd.size()));
   }
-  initrd.read_into(*destination);
+  std::copy(initrd.bytes().begin(), initrd.bytes().end(), destination->begin());
   return {*address, initrd.size()};
 }
 

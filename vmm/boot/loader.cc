@@ -30,25 +30,33 @@ void check_fits(const ImageFile& file, const devices::GuestMemory& memory) {
 
 }  // namespace
 
+BootFiles BootFiles::open(const BootConfig& config, std::uint64_t memory_bytes) {
+  const std::string limit = fmt::format("guest memory ({}, {} bytes)", mib(memory_bytes), memory_bytes);
+  BootFiles files{ImageFile::open(config.kernel, "kernel", memory_bytes, limit), std::nullopt};
+  if (config.initrd) files.initrd = ImageFile::open(*config.initrd, "initrd", memory_bytes, limit);
+  return files;
+}
+
 BootImage load(devices::GuestMemory& memory, const BootConfig& config) {
+  return load(memory, config, BootFiles::open(config, memory.size()));
+}
+
+BootImage load(devices::GuestMemory& memory, const BootConfig& config, const BootFiles& files) {
   if (memory.size() < layout::kMinimumGuestMemory) {
     throw Error(fmt::format("guest memory of {} KiB is too small to boot; at least {} MiB is needed",
                             memory.size() >> 10, layout::kMinimumGuestMemory >> 20));
   }
-  const ImageFile kernel = ImageFile::open(config.kernel, "kernel");
+  const ImageFile& kernel = files.kernel;
   check_fits(kernel, memory);
-  std::optional<ImageFile> initrd;
-  if (config.initrd) {
-    initrd = ImageFile::open(*config.initrd, "initrd");
-    check_fits(*initrd, memory);
-  }
-  const std::vector<std::uint8_t> image = kernel.read_all();
+  const ImageFile* initrd = files.initrd ? &*files.initrd : nullptr;
+  if (initrd) check_fits(*initrd, memory);
+  const std::span<const std::uint8_t> image = kernel.bytes();
 
   // Tables first: they depend only on the configuration, and the kernel's
   // boot information points at them.
   const acpi::AcpiTables tables = acpi::write_acpi_tables(memory, {config.cpus, config.hpet});
   const std::vector<E820Entry> memory_map = build_e820(memory);
-  const KernelArgs args{config.cmdline, initrd ? &*initrd : nullptr, memory_map, tables.rsdp};
+  const KernelArgs args{config.cmdline, initrd, memory_map, tables.rsdp};
 
   BootImage result;
   if (has_elf_magic(image)) {
