@@ -17,7 +17,17 @@ function(vmm_add_gtest name)
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main Threads::Threads)
   vmm_warnings(${name})
+  list(GET ARG_LABELS 0 first_label)
   gtest_discover_tests(${name}
     DISCOVERY_MODE PRE_TEST
-    PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
+    PROPERTIES LABELS ${first_label} TIMEOUT ${ARG_TIMEOUT})
+  # A list cannot pass through gtest_discover_tests' PROPERTIES (each further
+  # label would be read as a property name): several labels are set on the
+  # discovered tests by a script that runs after discovery.
+  list(LENGTH ARG_LABELS label_count)
+  if(label_count GREATER 1)
+    set(script ${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake)
+    file(WRITE ${script} "if(${name}_TESTS)\n  set_tests_properties(\${${name}_TESTS} PROPERTIES LABELS \"${ARG_LABELS}\")\nendif()\n")
+    set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${script})
+  endif()
 endfunction()

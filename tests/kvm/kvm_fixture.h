@@ -19,6 +19,7 @@
 #include "devices/bus.h"
 #include "devices/guest_memory.h"
 #include "guest_defs.h"
+#include "tests/common/skip.h"
 #include "vmm/kvm.h"
 #include "vmm/vcpu.h"
 
@@ -43,19 +44,13 @@ VMM_DECLARE_GUEST(msr)
   std::span<const std::uint8_t>(kvm_guest_##name##_start,                      \
                                 static_cast<std::size_t>(kvm_guest_##name##_end - kvm_guest_##name##_start))
 
-// Skips (loudly) only when there is no /dev/kvm at all.
-#define SKIP_WITHOUT_KVM()                                                                    \
-  do {                                                                                        \
-    if (!::vmm::testing::kvm_present()) {                                                     \
-      GTEST_SKIP() << "\n\n*** /dev/kvm does not exist: KVM test SKIPPED, nothing was run ***\n"; \
-    }                                                                                         \
-  } while (0)
+// Skips loudly where /dev/kvm is not usable (fails under VMM_NO_SKIP=1).
+#define SKIP_WITHOUT_KVM() VMM_SKIP_UNLESS_KVM()
 
 namespace vmm::testing {
 
 inline constexpr auto kTimeout = std::chrono::seconds(10);
 
-inline bool kvm_present() { return ::access("/dev/kvm", F_OK) == 0; }
 
 // One /dev/kvm handle for the whole test binary.
 KvmSystem& kvm_system();

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/skip.h"
 #include "tests/common/subprocess.h"
 
 namespace vmm::testing {
@@ -41,7 +42,7 @@ constexpr const char* kFaultSpec = "all:0.03:300";
 
 #define REQUIRE_KVM_AND_GUEST()                                                                     \
   do {                                                                                              \
-    if (::access("/dev/kvm", F_OK) != 0) GTEST_SKIP() << "/dev/kvm does not exist on this host";    \
+    VMM_SKIP_UNLESS_KVM();                                                                          \
     if (::access(test_guest().c_str(), R_OK) != 0) {                                                \
       FAIL() << "the test guest '" << test_guest()                                                  \
              << "' is missing: build the testguest target, or set VMM_TESTGUEST_ELF (sanitizer "    \

@@ -55,7 +55,7 @@ const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new Control
 // fixture's SetUp stops the test body from running on a VM that is not there.
 #define REQUIRE_KVM_AND_GUEST()                                                                   \
   do {                                                                                            \
-    if (::access("/dev/kvm", F_OK) != 0) GTEST_SKIP() << "/dev/kvm does not exist on this host";  \
+    VMM_SKIP_UNLESS_KVM();                                                                        \
     if (::access(test_guest().c_str(), R_OK) != 0) {                                              \
       GTEST_FAIL() << "the test guest '" << test_guest()                                          \
                    << "' is missing: build the testguest target, or set VMM_TESTGUEST_ELF";       \
@@ -476,7 +476,7 @@ int connect_as_nobody(const std::string& path, const char* expect) {
 }
 
 TEST_F(ControlTest, OnlyTheOwnerMayConnect) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  VMM_SKIP_UNLESS(::geteuid() == 0, "needs root to act as another user");
   // Let another user reach the directory: the socket's own mode must stop it.
   ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
   EXPECT_EQ(connect_as_nobody(socket_path(), ""), 1) << "mode 0600 refuses other users";

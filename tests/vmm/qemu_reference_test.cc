@@ -17,10 +17,7 @@ bool have_qemu() {
 #define VMM_REQUIRE_QEMU()                                                                                 \
   do {                                                                                                     \
     VMM_REQUIRE_KVM();                                                                                     \
-    if (!have_qemu()) {                                                                                    \
-      std::fprintf(stderr, "\n*** qemu-system-x86_64 is not installed: QEMU REFERENCE CHECK SKIPPED ***\n\n"); \
-      GTEST_SKIP() << "qemu-system-x86_64 is not installed (tools/setup.sh installs it)";                 \
-    }                                                                                                      \
+    VMM_SKIP_UNLESS(have_qemu(), "qemu-system-x86_64 is not installed (tools/setup.sh installs it)");     \
   } while (0)
 
 // The QEMU command lines used for every comparison in this project.

@@ -84,7 +84,7 @@ class Running {
 
 TEST(VmInProcess, LegacyTimersFollowVcpuZeroToItsCpu) {
   VMM_REQUIRE_KVM();
-  if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "needs two CPUs to move vCPU 0 between";
+  VMM_SKIP_UNLESS(std::thread::hardware_concurrency() >= 2, "needs two CPUs to move vCPU 0 between");
   KvmSystem kvm;
   timers::CyclicSystem timers;
   ASSERT_GE(timers.loop_count(), 2u);

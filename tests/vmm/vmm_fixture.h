@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/skip.h"
 #include "tests/common/subprocess.h"
 
 namespace vmm::testing {
@@ -34,13 +35,10 @@ inline bool have_test_guest() {
   return true;
 }
 
-#define VMM_REQUIRE_KVM()                                                                          \
-  do {                                                                                             \
-    if (::access("/dev/kvm", F_OK) != 0) {                                                         \
-      std::fprintf(stderr, "\n*** /dev/kvm does not exist on this host: KVM TEST SKIPPED ***\n\n"); \
-      GTEST_SKIP() << "/dev/kvm does not exist on this host";                                      \
-    }                                                                                              \
-    if (!::vmm::testing::have_test_guest()) return;                                                \
+#define VMM_REQUIRE_KVM()                                     \
+  do {                                                        \
+    VMM_SKIP_UNLESS_KVM();                                    \
+    if (!::vmm::testing::have_test_guest()) return;           \
   } while (0)
 
 // `vmm run --kernel <guest> --memory 64M --cmdline "<cmdline>" <extra...>`
