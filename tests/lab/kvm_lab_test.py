@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""tools/kvm-lab as its users meet it: statuses, streams, bad input, and no
+QEMU left behind on any way out. Cases that boot a lab take ~10 s each.
+
+    tests/lab/kvm_lab_test.py [-k PATTERN]     (ctest label: lab)
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+LAB = os.path.join(ROOT, "tools", "kvm-lab")
+
+
+def lab(*args, env=None, timeout=600, **kw):
+    return subprocess.run([LAB, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, stdin=subprocess.DEVNULL, **kw)
+
+
+def qemu_pid(stderr):
+    m = re.search(r"QEMU pid (\d+)", stderr)
+    return int(m.group(1)) if m else None
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def kvm_lab_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("kvm-lab: ")]
+
+
+class BadUsage(unittest.TestCase):
+    """Refused before anything starts: one line, status 125, 121 or 122."""
+
+    def check(self, result, status, words):
+        self.assertEqual(result.returncode, status, result.stderr)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        for w in words:
+            self.assertIn(w, result.stderr)
+
+    def test_no_command(self):
+        self.check(lab(), 125, ["no COMMAND"])
+        self.check(lab("--cpus", "2", "--"), 125, ["no COMMAND"])
+
+    def test_unknown_option(self):
+        self.check(lab("--frobnicate", "true"), 125, ["--frobnicate"])
+
+    def test_bad_values(self):
+        self.check(lab("--cpus", "many", "true"), 125, ["--cpus"])
+        self.check(lab("--memory", "100", "true"), 125, ["--memory", "512"])
+        self.check(lab("--timeout"), 125, ["--timeout needs a value"])
+        self.check(lab("--rw", "/nonexistent/dir", "true"), 125, ["not a directory"])
+        self.check(lab("--max-output", "lots", "true"), 125, ["--max-output"])
+
+    def test_qemu_missing(self):
+        env = dict(os.environ, PATH="/nonexistent")
+        self.check(lab("true", env=env), 121, ["qemu-system-x86_64 is missing"])
+
+    def test_kernel_package_missing(self):
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, KVM_LAB_CACHE=cache, KVM_LAB_KERNEL_PACKAGE="linux-image-0.0.0-0-nonexistent")
+            result = lab("--quiet", "true", env=env)
+            self.assertEqual(result.returncode, 122, result.stderr)
+            self.assertIn("linux-image-0.0.0-0-nonexistent", result.stderr)
+            self.assertEqual(os.listdir(cache), [], "a failed fetch leaves nothing in the cache")
+
+
+class InTheLab(unittest.TestCase):
+    """Each case boots a lab."""
+
+    def assert_no_qemu(self, stderr):
+        pid = qemu_pid(stderr)
+        self.assertIsNotNone(pid, f"kvm-lab did not report its QEMU pid:\n{stderr}")
+        for _ in range(50):
+            if not alive(pid):
+                return
+            time.sleep(0.1)
+        self.fail(f"QEMU {pid} is still running after kvm-lab returned")
+
+    def test_status_streams_environment_directory_and_shares(self):
+        with tempfile.TemporaryDirectory() as rw, tempfile.TemporaryDirectory() as ro:
+            script = (f"echo out; echo err >&2; echo \"var=$KVM_LAB_TEST_VAR\"; pwd; test -c /dev/kvm && echo kvm; "
+                      f"echo kept > {rw}/result; echo lost > {ro}/scratch && echo wrote-ro; "
+                      f"[ -t 1 ] || echo stdout-is-not-a-terminal; exit 7")
+            env = dict(os.environ, KVM_LAB_TEST_VAR="a b'c")
+            result = lab("--rw", rw, "--", "sh", "-c", script, env=env, cwd=ro)
+            self.assertEqual(result.returncode, 7, result.stderr)
+            out = result.stdout.splitlines()
+            self.assertEqual(out, ["out", "var=a b'c", ro, "kvm", "wrote-ro", "stdout-is-not-a-terminal"],
+                             result.stderr)
+            self.assertIn("err", result.stderr.splitlines())
+            self.assertNotIn("out", result.stderr.splitlines())
+            with open(os.path.join(rw, "result")) as f:
+                self.assertEqual(f.read(), "kept\n", "--rw writes reach the host")
+            self.assertFalse(os.path.exists(os.path.join(ro, "scratch")), "everything else is thrown away")
+            self.assert_no_qemu(result.stderr)
+
+    def test_output_arrives_whole(self):
+        with tempfile.TemporaryDirectory() as d:
+            data = os.urandom(1 << 20)
+            path = os.path.join(d, "blob")
+            with open(path, "wb") as f:
+                f.write(data)
+            result = subprocess.run([LAB, "--", "cat", path], capture_output=True, timeout=600,
+                                    stdin=subprocess.DEVNULL)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(result.stdout, data, "1 MiB of binary output, byte for byte")
+
+    def test_command_not_found(self):
+        result = lab("--", "no-such-command-anywhere", "arg")
+        self.assertEqual(result.returncode, 127, result.stderr)
+        self.assertIn("no-such-command-anywhere: command not found inside the lab", result.stderr)
+
+    def test_crash_is_reported(self):
+        result = lab("--", "sh", "-c", "kill -SEGV $$")
+        self.assertEqual(result.returncode, 128 + signal.SIGSEGV, result.stderr)
+        self.assertIn("killed by SIGSEGV inside the lab", result.stderr)
+
+    def test_timeout_stops_the_lab(self):
+        start = time.monotonic()
+        result = lab("--timeout", "25", "--", "sleep", "600")
+        self.assertEqual(result.returncode, 124, result.stderr)
+        self.assertLess(time.monotonic() - start, 60)
+        self.assertIn("timed out after 25 s", result.stderr)
+        self.assert_no_qemu(result.stderr)
+
+    def test_flood_is_stopped(self):
+        result = lab("--max-output", "4M", "--", "sh", "-c", "yes flood-flood-flood")
+        self.assertEqual(result.returncode, 119, result.stderr[-2000:])
+        self.assertIn("wrote more than 4194304 bytes", result.stderr)
+        self.assert_no_qemu(result.stderr)
+
+    def test_lab_kernel_panic_is_detected_and_retried_once(self):
+        result = lab("--retry-lab-hang", "--", "sh", "-c", "echo c > /proc/sysrq-trigger; sleep 600", timeout=300)
+        self.assertEqual(result.returncode, 120, result.stderr[-3000:])
+        self.assertEqual(len(re.findall(r"retrying once in a fresh lab", result.stderr)), 1, result.stderr[-3000:])
+        last = kvm_lab_lines(result.stderr)[-1]
+        self.assertIn("the lab kernel is in trouble", last)
+        self.assertIn("sysrq", last.lower())
+
+    def test_signals_stop_the_lab(self):
+        for sig, status in ((signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGKILL, None)):
+            with self.subTest(signal=sig.name):
+                proc = subprocess.Popen([LAB, "--", "sleep", "600"], stderr=subprocess.PIPE, text=True,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                seen = ""
+                while "running:" not in seen:
+                    line = proc.stderr.readline()
+                    self.assertTrue(line, f"kvm-lab ended before the lab came up:\n{seen}")
+                    seen += line
+                proc.send_signal(sig)
+                rest = proc.stderr.read()
+                proc.stderr.close()
+                proc.wait(timeout=60)
+                if status is not None:
+                    self.assertEqual(proc.returncode, status, seen + rest)
+                    self.assertIn("interrupted (SIGTERM)", rest)
+                self.assert_no_qemu(seen)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
