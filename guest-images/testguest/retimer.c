@@ -28,13 +28,14 @@
 #include "wait.h"
 
 /*
- * LAPIC period 1 ms, the other timer 1.25 ms: each restart of one comes
- * less often than the other's period, so both keep firing, and the
- * incommensurate periods sweep the re-arm across every phase.
+ * LAPIC period one tick (tick_us=N, default 1000), the other timer 1.25
+ * ticks: each restart of one comes less often than the other's period, so
+ * both keep firing, and the incommensurate periods sweep the re-arm across
+ * every phase. Every bound below is relative to the tick, so a host that
+ * wakes timers late (software emulation) asks for a longer one.
  */
-#define LAPIC_US 1000
-#define OTHER_US 1250
-#define PIT_LATCH_OTHER ((PIT_HZ * OTHER_US + 500000u) / 1000000u) /* 1491 */
+static uint32_t lapic_us, other_us;
+static uint32_t pit_latch_other; /* 1491 for the 1 ms tick */
 #define BACKUP_RTC_RATE 11 /* 32 Hz: bounds the HLT if both timers died */
 
 struct rstat {
@@ -77,7 +78,7 @@ static void rhit(struct rstat *r, uint64_t tsc, uint64_t period)
 static void rearm_other(void)
 {
     if (partner == PARTNER_PIT)
-        pit_start_periodic(PIT_LATCH_OTHER); /* control word + count: a restart, as Linux's set_periodic */
+        pit_start_periodic(pit_latch_other); /* control word + count: a restart, as Linux's set_periodic */
     else if (partner == PARTNER_HPET)
         hpet_rearm_periodic(hpet_n, hpet_period);
     else
@@ -126,12 +127,12 @@ static bool check(const char *phase, const char *name, const struct rstat *r, ui
     /*
      * Bounds: at least a quarter of the nominal rate (restarts and a noisy
      * host lose periods), at most 10% above it (a re-arm never makes a
-     * timer due sooner), no silence longer than 200 ms (a lost re-arm
-     * leaves the timer silent for good; a busy host stalls for tens of ms),
-     * and fewer than 10% of gaps under half a period.
+     * timer due sooner), no silence longer than 200 ticks of 1 ms (a lost
+     * re-arm leaves the timer silent for good; a busy host stalls for tens
+     * of ms), and fewer than 10% of gaps under half a period.
      */
-    bool ok = r->count >= ms * nominal_hz / 4000 && hz * 10 <= nominal_hz * 11 && max_gap_us <= 200000 &&
-              r->early * 10 <= r->count;
+    bool ok = r->count >= ms * nominal_hz / 4000 && hz * 10 <= nominal_hz * 11 &&
+              max_gap_us <= 200 * (int64_t)lapic_us && r->early * 10 <= r->count;
     if (!ok)
         kprintf("testguest: retimer %s: %s out of bounds (nominal %lu Hz)\n", phase, name, nominal_hz);
     return ok;
@@ -144,9 +145,9 @@ static bool run_phase(const char *phase, enum partner p, uint32_t n, uint64_t ms
     partner = p;
     hpet_n = n;
     lapic_n = 0;
-    lapic_count = (uint32_t)(lapic_timer_hz() * LAPIC_US / 1000000);
-    lapic_period_tsc = us_to_tsc(LAPIC_US);
-    other_period_tsc = us_to_tsc(OTHER_US);
+    lapic_count = (uint32_t)(lapic_timer_hz() * lapic_us / 1000000);
+    lapic_period_tsc = us_to_tsc(lapic_us);
+    other_period_tsc = us_to_tsc(other_us);
     uint32_t gsi = 0;
     if (p == PARTNER_PIT) {
         gsi = acpi_isa_gsi(PIT_ISA_IRQ);
@@ -159,7 +160,7 @@ static bool run_phase(const char *phase, enum partner p, uint32_t n, uint64_t ms
             return false;
         }
         gsi = (uint32_t)g;
-        hpet_period = (uint32_t)(hpet_hz() * OTHER_US / 1000000);
+        hpet_period = (uint32_t)(hpet_hz() * other_us / 1000000);
     }
     uint8_t vec = (uint8_t)(VEC_IOAPIC_BASE + gsi);
     if (p != PARTNER_NONE) {
@@ -170,7 +171,7 @@ static bool run_phase(const char *phase, enum partner p, uint32_t n, uint64_t ms
     irq_set_handler(VEC_LAPIC_TIMER, lapic_irq);
     uint64_t start = rdtsc();
     if (p == PARTNER_PIT)
-        pit_start_periodic(PIT_LATCH_OTHER);
+        pit_start_periodic(pit_latch_other);
     else if (p == PARTNER_HPET)
         hpet_start_periodic(n, gsi, hpet_period);
     lapic_timer_periodic(VEC_LAPIC_TIMER, lapic_count);
@@ -186,9 +187,9 @@ static bool run_phase(const char *phase, enum partner p, uint32_t n, uint64_t ms
         irq_set_handler(vec, late_irq);
     }
     irq_drain_pending();
-    bool ok = check(phase, "lapic", &rl, 1000000 / LAPIC_US, ms);
+    bool ok = check(phase, "lapic", &rl, 1000000 / lapic_us, ms);
     if (p != PARTNER_NONE)
-        ok = check(phase, p == PARTNER_PIT ? "pit" : "hpet", &rx, 1000000 / OTHER_US, ms) && ok;
+        ok = check(phase, p == PARTNER_PIT ? "pit" : "hpet", &rx, 1000000 / other_us, ms) && ok;
     return ok;
 }
 
@@ -201,6 +202,10 @@ uint32_t scenario_retimer(void)
         fail(EXIT_USAGE, "testguest: retimer: seconds=%lu out of range 1..3600\n", seconds);
     if (!plat.have_lapic_timer)
         fail(EXIT_FAIL, "testguest: retimer FAILED: could not calibrate the LAPIC timer\n");
+    /* 40 ms: the PIT's 16-bit count must hold 1.25 ticks. */
+    lapic_us = guest_tick_us("retimer", 40000);
+    other_us = lapic_us + lapic_us / 4;
+    pit_latch_other = (uint32_t)(((uint64_t)PIT_HZ * other_us + 500000u) / 1000000u);
     uint32_t ncmp = plat.have_hpet ? hpet_num_timers() : 0;
     if (ncmp > 3)
         ncmp = 3;

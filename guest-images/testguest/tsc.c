@@ -2,7 +2,10 @@
 
 #include "io.h"
 #include "lib.h"
+#include "cmdline.h"
 #include "pit.h"
+#include "irq.h"
+#include "progress.h"
 
 #define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
 #define MSR_KVM_SYSTEM_TIME 0x12
@@ -172,4 +175,38 @@ bool tsc_init(const char *force)
         }
     }
     return false;
+}
+
+uint64_t exit_cost_ns(void)
+{
+    uint64_t best = ~0ull;
+    for (int batch = 0; batch < 8; batch++) {
+        uint64_t t0 = rdtsc();
+        for (int i = 0; i < 32; i++)
+            outb(0x80, 0);
+        uint64_t t = rdtsc() - t0;
+        if (t < best)
+            best = t;
+    }
+    return (uint64_t)tsc_to_ns((int64_t)best) / 32;
+}
+
+uint32_t guest_tick_us(const char *scenario, uint32_t max_us)
+{
+    const char *arg = cmdline_get("tick_us");
+    if (arg && *arg && !str_eq(arg, "auto")) {
+        uint64_t tick = cmdline_u64("tick_us", 1000);
+        if (tick < 1000 || tick > max_us)
+            fail(EXIT_USAGE, "testguest: %s: tick_us=%lu out of range 1000..%u\n", scenario, tick, max_us);
+        return (uint32_t)tick;
+    }
+    uint64_t exit_ns = exit_cost_ns();
+    uint64_t tick = 1000;
+    if (exit_ns >= 5000)
+        tick = (exit_ns * 250 / 1000 + 999) / 1000 * 1000;
+    if (tick > max_us)
+        tick = max_us;
+    kprintf("testguest: %s: a VM exit costs %lu ns here: tick %lu us (tick_us=N overrides)\n", scenario, exit_ns,
+            tick);
+    return (uint32_t)tick;
 }

@@ -32,6 +32,24 @@ uint32_t tsc_hypervisor_apic_bus_khz(void);
  */
 uint64_t tsc_bracket(uint32_t (*read)(void), uint32_t *value);
 
+/*
+ * What one VM exit costs here, in ns: the fastest of several batches of
+ * writes to port 0x80 (Linux's delay port, ignored by every PC VMM). About a
+ * microsecond with hardware virtualization; tens under software emulation.
+ */
+uint64_t exit_cost_ns(void);
+
+/*
+ * The tick the timer scenarios run at, in us: tick_us=N from the command
+ * line, else (or with tick_us=auto) 1000 -- Linux's HZ=1000 tick -- where a
+ * VM exit costs under 5 us, and otherwise 250 exits' worth rounded up to
+ * whole milliseconds, at most `max_us`. Every timer check is relative to
+ * the tick, so on an emulating host, where each interrupt costs many slow
+ * exits, the same checks hold; with hardware virtualization they stay the
+ * strict 1 ms ones.
+ */
+uint32_t guest_tick_us(const char *scenario, uint32_t max_us);
+
 static inline uint64_t us_to_tsc(uint64_t us) { return us * (tsc_hz() / 1000) / 1000; }
 int64_t tsc_to_us(int64_t delta);
 int64_t tsc_to_ns(int64_t delta);
