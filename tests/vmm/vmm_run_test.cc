@@ -156,24 +156,46 @@ TEST(VmmRun, SerialToAFileAndToNull) {
 TEST(VmmRun, SigtermTwiceStopsByForce) {
   VMM_REQUIRE_KVM();
   // A guest that runs until stopped: endless reboots with every timer on.
+  // The control socket is only there to tell when the VMM is up (it blocks
+  // its signals before it creates the socket) and when it has taken the
+  // first SIGTERM: no sleep has to guess either.
+  const std::string socket =
+      (std::filesystem::temp_directory_path() / ("vmm-sigterm-" + std::to_string(::getpid()) + ".sock")).string();
   std::atomic<pid_t> child{0};
   ProcessResult r;
   std::thread runner([&] {
     r = run_process({vmm_binary(), "run", "--kernel", test_guest(), "--memory", "64M", "--cmdline",
-                     "test=reboot count=65535"},
+                     "test=reboot count=65535", "--control", socket},
                     std::chrono::seconds(60), {}, [&](pid_t pid) { child.store(pid); });
   });
-  while (child.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto state = [&] {
+    const ProcessResult status = run_process({vmm_binary(), "ctl", socket, "status"}, std::chrono::seconds(10));
+    const auto at = status.out.find("\"state\":\"");
+    return at == std::string::npos ? std::string() : status.out.substr(at + 9, status.out.find('"', at + 9) - at - 9);
+  };
+  const auto wait_for_state = [&](const std::string& want) {
+    for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+         std::chrono::steady_clock::now() < deadline;) {
+      if (state() == want) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  const bool up = wait_for_state("running");
+  EXPECT_TRUE(up) << "the VMM never reported running";
   // This guest has no ACPI driver, so the power button the first SIGTERM
-  // presses goes unanswered; the second one stops it by force.
+  // presses goes unanswered; the second one stops it by force, long before
+  // the 5 s a graceful stop waits.
   ::kill(child.load(), SIGTERM);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(up && wait_for_state("stopping")) << "the first SIGTERM did not start a graceful stop";
+  const auto second = std::chrono::steady_clock::now();
   ::kill(child.load(), SIGTERM);
   runner.join();
   EXPECT_FALSE(r.timed_out);
   EXPECT_EQ(r.signal, 0);
   EXPECT_EQ(r.exit_status, 8) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - second, std::chrono::seconds(4))
+      << "the second SIGTERM did not force the stop: the graceful timeout ended it";
 }
 
 }  // namespace
