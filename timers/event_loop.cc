@@ -178,13 +178,32 @@ void EventLoop::arm_locked(Nanos deadline) {
 
 // ----------------------------------------------------------- dispatching
 
+bool EventLoop::begin_step() {
+  std::lock_guard lock(mu_);
+  // Turned away before anything is recorded: the thread already dispatching
+  // stays the loop's thread for its handlers.
+  if (threaded_ || stepping_) return false;
+  stepping_ = true;
+  loop_thread_.store(current_thread(), std::memory_order_relaxed);
+  return true;
+}
+
+void EventLoop::end_step() {
+  std::lock_guard lock(mu_);
+  stepping_ = false;
+}
+
 std::size_t EventLoop::run_due() {
+  if (!begin_step()) return 0;
+  const std::size_t ran = dispatch_due();
+  end_step();
+  return ran;
+}
+
+std::size_t EventLoop::dispatch_due() {
   const Nanos now = system_.clock().now();
   {
     std::lock_guard lock(mu_);
-    loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-    if (dispatching_) return 0;  // a handler called run_due on its own loop
-    dispatching_ = true;
     // Take every due cyclic out before running any: a handler may add,
     // remove or reprogram anything (itself included), and one that re-arms
     // itself in the past runs again in the next batch, not in a loop here.
@@ -237,7 +256,6 @@ std::size_t EventLoop::run_due() {
     handler_done_.notify_all();
   }
   batch_.clear();
-  dispatching_ = false;
   return ran;
 }
 
@@ -345,7 +363,7 @@ void EventLoop::drain_timerfd() {
 }
 
 std::size_t EventLoop::run_once(Nanos timeout) {
-  loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  if (!begin_step()) return 0;
   {
     std::lock_guard lock(mu_);
     if (earliest() <= system_.clock().now()) timeout = 0;
@@ -353,13 +371,14 @@ std::size_t EventLoop::run_once(Nanos timeout) {
   }
   const bool timer_fired = timeout != 0 && wait_for_events(timeout);
   run_posted();
-  const std::size_t ran = run_due();
+  const std::size_t ran = dispatch_due();
   if (timer_fired) drain_timerfd();
+  end_step();
   return ran;
 }
 
 void EventLoop::thread_main() {
-  loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  loop_thread_.store(current_thread(), std::memory_order_relaxed);
   for (;;) {
     {
       std::lock_guard lock(mu_);
@@ -367,13 +386,19 @@ void EventLoop::thread_main() {
     }
     const bool timer_fired = wait_for_events(kNever);
     run_posted();
-    run_due();
+    dispatch_due();
     if (timer_fired) drain_timerfd();
   }
   run_posted();  // work posted before stop still runs, so no promise is dropped
 }
 
 void EventLoop::start_thread(bool pin) {
+  {
+    std::lock_guard lock(mu_);
+    threaded_ = true;
+    // No thread is the loop's until its own says so, first thing.
+    loop_thread_.store(std::thread::id(), std::memory_order_relaxed);
+  }
   thread_ = std::thread([this] { thread_main(); });
   ::pthread_setname_np(thread_.native_handle(), name_.c_str());
   if (pin && cpu_ >= 0) {

@@ -12,8 +12,10 @@
 #include <thread>
 #include <vector>
 
+#include "tests/common/race_script.h"
 #include "tests/common/sync.h"
 #include "timers/event_loop.h"
+#include "timers/race_points.h"
 
 namespace vmm::timers {
 namespace {
@@ -386,6 +388,43 @@ TEST_F(CyclicTest, RunDueInsideAHandlerDoesNotReenter) {
   add_one_shot(clock.now());
   EXPECT_EQ(loop0.run_due(), 2u);
   EXPECT_EQ(r.inner, 0u);
+}
+
+// A second thread stepping a caller-driven loop while another steps it is
+// turned away without becoming the loop's thread: its remove() of the
+// running cyclic waits like any remover's, and the handler's remove(self)
+// does not wait for itself.
+TEST_F(CyclicTest, ASecondStepperIsTurnedAwayAndItsRemoveWaits) {
+  struct Handler {
+    CyclicSystem* system = nullptr;
+    CyclicId self;
+    vmm::testing::RemovalCheck* check = nullptr;
+    std::atomic<bool> returned{false};
+    bool removed_itself = true;
+    static void run(void* arg, const Expiry&) {
+      auto* h = static_cast<Handler*>(arg);
+      h->check->park();
+      h->removed_itself = h->system->remove(h->self);  // already removed: false, at once
+      h->returned.store(true);
+    }
+  } h;
+  vmm::testing::RemovalCheck check(1, [&] { return h.returned.load(); });
+  vmm::testing::RaceScript script([&](RacePoint point) { check.on_point(point); });
+  h.system = &system;
+  h.check = &check;
+  h.self = system.add(&Handler::run, &h, clock.now(), kOneShot, loop0);
+
+  std::thread stepper([&] { EXPECT_EQ(loop0.run_due(), 1u); });
+  ASSERT_TRUE(check.wait_parked());
+  EXPECT_EQ(loop0.run_due(), 0u) << "a second stepper must be turned away";
+  EXPECT_EQ(loop0.run_once(0), 0u);
+  EXPECT_FALSE(loop0.on_loop_thread());
+  EXPECT_TRUE(check.remove([&] { return system.remove(h.self); }));
+  stepper.join();
+  EXPECT_EQ(check.handler_returned_at_each_removal(), std::vector<bool>{true})
+      << "remove() returned while the handler it removed was running";
+  EXPECT_FALSE(h.removed_itself);
+  EXPECT_EQ(system.live_count(), 0u);
 }
 
 // --- moving
