@@ -206,7 +206,12 @@ bool CyclicSystem::remove(CyclicId id) noexcept {
       slot->doomed = true;
       if (loop->on_loop_thread()) return true;  // its own handler: freed when it returns
       slot->remover_waiting = true;
+      // Without the loop's lock: a hook that parks here (or a fault
+      // injection sleep) must not stop the very handler being waited for,
+      // nor anything else on this loop. remover_waiting keeps the slot ours.
+      lock.unlock();
       race_point(RacePoint::cyclic_remove_waiting);
+      lock.lock();
       loop->handler_done_.wait(lock, [slot] { return slot->dispatch != Dispatch::running; });
       release_slot(slot);
       return true;
@@ -226,6 +231,9 @@ bool CyclicSystem::move(CyclicId id, EventLoop& to) noexcept {
       if (from == &to) return true;
       if (slot->dispatch != Dispatch::idle) {
         if (from->on_loop_thread()) return false;  // would wait for itself
+        lock.unlock();
+        race_point(RacePoint::cyclic_move_waiting);
+        lock.lock();
         from->handler_done_.wait(lock, [&] {
           return slot->dispatch == Dispatch::idle ||
                  slot->generation.load(std::memory_order_relaxed) != id.generation;

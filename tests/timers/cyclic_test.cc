@@ -21,6 +21,7 @@ namespace vmm::timers {
 namespace {
 
 using vmm::testing::Gate;
+using namespace std::chrono_literals;
 
 struct Recorder {
   std::vector<Expiry> calls{};
@@ -424,6 +425,49 @@ TEST_F(CyclicTest, ASecondStepperIsTurnedAwayAndItsRemoveWaits) {
   EXPECT_EQ(check.handler_returned_at_each_removal(), std::vector<bool>{true})
       << "remove() returned while the handler it removed was running";
   EXPECT_FALSE(h.removed_itself);
+  EXPECT_EQ(system.live_count(), 0u);
+}
+
+// The race points a remover and a mover pass before they wait are reached
+// without the loop's lock: a hook parked there until the running handler
+// has re-armed itself (which takes that lock) and returned must not hang.
+TEST_F(CyclicTest, RemoveAndMoveReachTheirRacePointsWithoutTheLoopLock) {
+  struct Handler {
+    CyclicSystem* system = nullptr;
+    CyclicId self;
+    Gate started, may_rearm, returned;
+    bool rearmed = false;
+    static void run(void* arg, const Expiry&) {
+      auto* h = static_cast<Handler*>(arg);
+      h->started.open();
+      EXPECT_TRUE(h->may_rearm.wait_for(10s));
+      h->rearmed = h->system->reprogram(h->self, kNever);
+      h->returned.open();
+    }
+  };
+  for (const RacePoint point : {RacePoint::cyclic_remove_waiting, RacePoint::cyclic_move_waiting}) {
+    SCOPED_TRACE(race_point_name(point));
+    Handler h;
+    h.system = &system;
+    vmm::testing::RaceScript script([&](RacePoint reached) {
+      if (reached != point) return;
+      h.may_rearm.open();
+      EXPECT_TRUE(h.returned.wait_for(10s)) << "the hook held a lock the handler needs";
+    });
+    h.self = system.add(&Handler::run, &h, clock.now(), kOneShot, loop0);
+    std::thread stepper([&] { loop0.run_due(); });
+    ASSERT_TRUE(h.started.wait_for(10s));
+    if (point == RacePoint::cyclic_remove_waiting) {
+      EXPECT_TRUE(system.remove(h.self));
+      EXPECT_FALSE(h.rearmed) << "removed before the re-arm";
+    } else {
+      EXPECT_TRUE(system.move(h.self, loop1));
+      EXPECT_TRUE(h.rearmed);
+      EXPECT_EQ(system.loop_of(h.self), &loop1);
+      EXPECT_TRUE(system.remove(h.self));
+    }
+    stepper.join();
+  }
   EXPECT_EQ(system.live_count(), 0u);
 }
 
