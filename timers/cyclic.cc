@@ -234,9 +234,13 @@ bool CyclicSystem::move(CyclicId id, EventLoop& to) noexcept {
         lock.unlock();
         race_point(RacePoint::cyclic_move_waiting);
         lock.lock();
+        // Meanwhile the cyclic may be removed and its slot reused on another
+        // loop, whose lock then guards `dispatch`: read it only while the
+        // slot is still this cyclic on `from`.
         from->handler_done_.wait(lock, [&] {
-          return slot->dispatch == Dispatch::idle ||
-                 slot->generation.load(std::memory_order_relaxed) != id.generation;
+          return slot->loop.load(std::memory_order_relaxed) != from ||
+                 slot->generation.load(std::memory_order_relaxed) != id.generation ||
+                 slot->dispatch == Dispatch::idle;
         });
         continue;  // re-validate from the top
       }

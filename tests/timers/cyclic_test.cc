@@ -471,6 +471,48 @@ TEST_F(CyclicTest, RemoveAndMoveReachTheirRacePointsWithoutTheLoopLock) {
   EXPECT_EQ(system.live_count(), 0u);
 }
 
+// A mover that waits for a running handler may wake to find the cyclic
+// removed and its slot reused by another loop, whose lock now guards the
+// slot. It must not look at the slot under the old loop's lock: forced
+// here, and ThreadSanitizer reports such a read.
+TEST_F(CyclicTest, AMoverWakingToAReusedSlotDoesNotReadItUnderTheOldLoopsLock) {
+  struct Handler {
+    Gate started, release;
+    static void run(void* arg, const Expiry&) {
+      auto* h = static_cast<Handler*>(arg);
+      h->started.open();
+      EXPECT_TRUE(h->release.wait_for(10s));
+    }
+  } h;
+  Gate mover_waiting, mover_may_wait;
+  vmm::testing::RaceScript script([&](RacePoint point) {
+    if (point == RacePoint::cyclic_remove_waiting) h.release.open();
+    if (point == RacePoint::cyclic_move_waiting) {
+      mover_waiting.open();
+      EXPECT_TRUE(mover_may_wait.wait_for(10s));
+    }
+  });
+  const CyclicId id = system.add(&Handler::run, &h, clock.now(), kOneShot, loop0);
+  std::thread stepper([&] { loop0.run_due(); });
+  ASSERT_TRUE(h.started.wait_for(10s));
+  bool moved = true;
+  std::thread mover([&] { moved = system.move(id, loop1); });
+  ASSERT_TRUE(mover_waiting.wait_for(10s));
+  EXPECT_TRUE(system.remove(id));
+  stepper.join();
+
+  // The mover goes on while the slot is reused on loop 1 and dispatched
+  // there; nothing orders its look at the slot after these writes.
+  mover_may_wait.open();
+  const CyclicId reused = add_one_shot(clock.now(), &loop1);
+  EXPECT_EQ(reused.index, id.index) << "the freed slot is the next one handed out";
+  EXPECT_EQ(loop1.run_due(), 1u);
+  mover.join();
+  EXPECT_FALSE(moved) << "the cyclic was removed";
+  EXPECT_EQ(system.loop_of(reused), &loop1);
+  EXPECT_EQ(rec.calls.size(), 1u);
+}
+
 // --- moving
 
 TEST_F(CyclicTest, MoveKeepsExpiryAndIntervalAndFiresOnlyOnTheNewLoop) {
