@@ -70,11 +70,16 @@ bool Callout::stop() noexcept {
 
 bool Callout::drain() noexcept {
   if (!initialized()) return false;
-  if (drained_.exchange(true, std::memory_order_acq_rel)) return false;
-  target_.store(0, std::memory_order_release);
-  race_point(RacePoint::callout_drain_before_remove);
+  const bool first = !drained_.exchange(true, std::memory_order_acq_rel);
+  if (first) {
+    target_.store(0, std::memory_order_release);
+    race_point(RacePoint::callout_drain_before_remove);
+  }
+  // A second drain racing the first (a forced stop during a reset) also
+  // returns only once the handler has: remove() waits for it, or removes
+  // the cyclic itself when it comes before the first drain does.
   system_->remove(cyclic_);
-  return true;
+  return first;
 }
 
 bool Callout::localize() noexcept {

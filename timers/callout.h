@@ -74,7 +74,7 @@ class Callout {
 
   // Stops the callout and removes its cyclic, waiting for a running handler.
   // Device lock NOT held. Returns false when it was never initialised or was
-  // already drained.
+  // already drained; a drain racing another one still waits for the handler.
   bool drain() noexcept;
 
   bool active() const noexcept { return target_.load(std::memory_order_acquire) != 0; }

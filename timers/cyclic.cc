@@ -139,19 +139,58 @@ std::size_t CyclicSystem::live_count() const noexcept {
   return slots_->live.load(std::memory_order_relaxed);
 }
 
-// Locks the loop that owns `slot` and checks that `id` is still current.
-// Returns an unlocked lock when the handle is stale. A move may change the
-// owner between reading `loop` and locking it, hence the re-check.
-std::unique_lock<std::mutex> CyclicSystem::lock_owner(CyclicSlot* slot, CyclicId id, EventLoop*& owner) {
+// Locks the loop that owns `slot`, whatever cyclic it holds now. Returns an
+// unlocked lock when the slot is free. A move may change the owner between
+// reading `loop` and locking it, hence the re-check.
+std::unique_lock<std::mutex> CyclicSystem::lock_current_owner(CyclicSlot* slot, EventLoop*& owner) {
   for (;;) {
     EventLoop* loop = slot->loop.load(std::memory_order_acquire);
     if (loop == nullptr) return {};
     std::unique_lock lock(loop->mu_);
     if (slot->loop.load(std::memory_order_relaxed) != loop) continue;
-    if (slot->generation.load(std::memory_order_relaxed) != id.generation) return {};
     owner = loop;
     return lock;
   }
+}
+
+// Locks the loop that owns `slot` and checks that `id` is still current.
+// Returns an unlocked lock when the handle is stale.
+std::unique_lock<std::mutex> CyclicSystem::lock_owner(CyclicSlot* slot, CyclicId id, EventLoop*& owner) {
+  EventLoop* loop = nullptr;
+  auto lock = lock_current_owner(slot, loop);
+  if (!lock || slot->generation.load(std::memory_order_relaxed) != id.generation) return {};
+  owner = loop;
+  return lock;
+}
+
+namespace {
+
+bool handler_returned(const CyclicSlot& slot) { return !slot.doomed || slot.dispatch != Dispatch::running; }
+bool dispatch_idle(const CyclicSlot& slot) { return slot.dispatch == Dispatch::idle; }
+
+}  // namespace
+
+// The wait of every remover and mover that meets a running (or due)
+// handler; `lock` holds `loop`'s mutex on entry and on return. Returns false
+// at once when the caller is the loop's own thread: the handler it would
+// wait for is its own, or further up its stack.
+bool CyclicSystem::wait_for_handler(std::unique_lock<std::mutex>& lock, EventLoop& loop, CyclicSlot* slot,
+                                    std::uint32_t generation, RacePoint point,
+                                    bool (*settled)(const CyclicSlot&)) noexcept {
+  if (loop.on_loop_thread()) return false;
+  // The race point without the lock: a hook that parks here (or a fault
+  // injection sleep) must not stop the very handler being waited for.
+  lock.unlock();
+  race_point(point);
+  lock.lock();
+  // Meanwhile the cyclic may be gone and its slot reused on another loop,
+  // whose lock then guards it: look at the slot's dispatch state only while
+  // it is still this cyclic on this loop.
+  loop.handler_done_.wait(lock, [&] {
+    return slot->loop.load(std::memory_order_relaxed) != &loop ||
+           slot->generation.load(std::memory_order_relaxed) != generation || settled(*slot);
+  });
+  return true;
 }
 
 // ------------------------------------------------------------- operations
@@ -188,8 +227,19 @@ bool CyclicSystem::remove(CyclicId id) noexcept {
   CyclicSlot* slot = slot_for(id);
   if (slot == nullptr) return false;
   EventLoop* loop = nullptr;
-  auto lock = lock_owner(slot, id, loop);
-  if (!lock) return false;
+  auto lock = lock_current_owner(slot, loop);
+  if (!lock) return false;  // free: nothing is left of that cyclic
+  const std::uint32_t removed = id.generation + 1;  // the generation remove() leaves behind
+  if (slot->generation.load(std::memory_order_relaxed) != id.generation) {
+    // Stale. If it is this very cyclic that another remover is taking out
+    // while its handler runs, this caller's promise -- the handler is not
+    // running -- holds only once that handler returns, so wait too (a VM
+    // reset and a forced stop may drain the same device at once).
+    if (slot->generation.load(std::memory_order_relaxed) == removed && !handler_returned(*slot)) {
+      wait_for_handler(lock, *loop, slot, removed, RacePoint::cyclic_remove_waiting, &handler_returned);
+    }
+    return false;
+  }
 
   // From here on every handle is stale: a racing reprogram returns false.
   slot->generation.fetch_add(1, std::memory_order_relaxed);
@@ -204,15 +254,11 @@ bool CyclicSystem::remove(CyclicId id) noexcept {
       return true;
     case Dispatch::running:
       slot->doomed = true;
-      if (loop->on_loop_thread()) return true;  // its own handler: freed when it returns
-      slot->remover_waiting = true;
-      // Without the loop's lock: a hook that parks here (or a fault
-      // injection sleep) must not stop the very handler being waited for,
-      // nor anything else on this loop. remover_waiting keeps the slot ours.
-      lock.unlock();
-      race_point(RacePoint::cyclic_remove_waiting);
-      lock.lock();
-      loop->handler_done_.wait(lock, [slot] { return slot->dispatch != Dispatch::running; });
+      slot->remover_waiting = true;  // the slot stays ours while we wait
+      if (!wait_for_handler(lock, *loop, slot, removed, RacePoint::cyclic_remove_waiting, &handler_returned)) {
+        slot->remover_waiting = false;  // its own handler: freed when it returns
+        return true;
+      }
       release_slot(slot);
       return true;
   }
@@ -230,18 +276,9 @@ bool CyclicSystem::move(CyclicId id, EventLoop& to) noexcept {
       if (!lock) return false;
       if (from == &to) return true;
       if (slot->dispatch != Dispatch::idle) {
-        if (from->on_loop_thread()) return false;  // would wait for itself
-        lock.unlock();
-        race_point(RacePoint::cyclic_move_waiting);
-        lock.lock();
-        // Meanwhile the cyclic may be removed and its slot reused on another
-        // loop, whose lock then guards `dispatch`: read it only while the
-        // slot is still this cyclic on `from`.
-        from->handler_done_.wait(lock, [&] {
-          return slot->loop.load(std::memory_order_relaxed) != from ||
-                 slot->generation.load(std::memory_order_relaxed) != id.generation ||
-                 slot->dispatch == Dispatch::idle;
-        });
+        if (!wait_for_handler(lock, *from, slot, id.generation, RacePoint::cyclic_move_waiting, &dispatch_idle)) {
+          return false;  // would wait for itself
+        }
         continue;  // re-validate from the top
       }
     }

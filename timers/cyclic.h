@@ -32,6 +32,7 @@ namespace vmm::timers {
 
 class EventLoop;
 struct CyclicSlot;
+enum class RacePoint : std::uint8_t;
 
 // A handle to a cyclic. A default-constructed handle refers to nothing.
 struct CyclicId {
@@ -102,11 +103,13 @@ class CyclicSystem {
   // Never aborts; callable from any thread, including the cyclic's handler.
   [[nodiscard]] bool reprogram(CyclicId id, Nanos when) noexcept;
 
-  // Removes the cyclic. When it returns true the handler is not running and
-  // will never run again. From another thread it waits for a running handler
-  // to finish; from the cyclic's own handler it does not wait. Returns false
-  // at once for a stale or already-removed handle (a second remove does not
-  // wait for the first one's handler).
+  // Removes the cyclic. When it returns the handler is not running and will
+  // never run again. From another thread it waits for a running handler to
+  // finish; from the cyclic's own handler it does not wait. Returns true when
+  // this call removed it, false for a stale or already-removed handle -- but
+  // a second remove() racing the first, whose handler still runs, waits for
+  // that handler too before it returns false: every remover may free what
+  // the handler uses once its call returns.
   bool remove(CyclicId id) noexcept;
 
   // Moves the cyclic to `to`, keeping its next expiry and interval. From
@@ -131,7 +134,10 @@ class CyclicSystem {
   CyclicSlot* slot_for(CyclicId id) const noexcept;
   CyclicSlot* allocate_slot();
   void release_slot(CyclicSlot* slot) noexcept;  // caller holds the slot's loop lock
+  static std::unique_lock<std::mutex> lock_current_owner(CyclicSlot* slot, EventLoop*& owner);
   static std::unique_lock<std::mutex> lock_owner(CyclicSlot* slot, CyclicId id, EventLoop*& owner);
+  bool wait_for_handler(std::unique_lock<std::mutex>& lock, EventLoop& loop, CyclicSlot* slot,
+                        std::uint32_t generation, RacePoint point, bool (*settled)(const CyclicSlot&)) noexcept;
 
   const Clock& clock_;
   std::vector<std::unique_ptr<EventLoop>> loops_;

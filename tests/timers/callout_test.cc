@@ -4,11 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "tests/common/race_script.h"
 #include "timers/event_loop.h"
+#include "timers/race_points.h"
 
 namespace vmm::timers {
 namespace {
@@ -253,6 +256,47 @@ TEST_F(CalloutTest, DrainRemovesAndFurtherResetsFailQuietly) {
   clock.advance(kSecond);
   EXPECT_EQ(run(), 0u);
   EXPECT_EQ(system.live_count(), 0u);
+}
+
+// TimerDevice::drain_timers() promises that no handler runs once it
+// returns; two drains at once (a VM reset and a forced stop) must both keep
+// that promise, the second as much as the first.
+TEST_F(CalloutTest, TwoConcurrentDrainsBothWaitForTheRunningHandler) {
+  struct Parked {
+    std::mutex mu;
+    Callout callout;
+    vmm::testing::RemovalCheck* check = nullptr;
+    std::atomic<bool> returned{false};
+    static void on_timer(void* arg) {
+      auto* p = static_cast<Parked*>(arg);
+      {
+        std::lock_guard lock(p->mu);
+        EXPECT_TRUE(p->callout.claim());
+      }
+      p->check->park();
+      p->returned.store(true);
+    }
+  } parked;
+  vmm::testing::RemovalCheck check(2, [&] { return parked.returned.load(); });
+  vmm::testing::RaceScript script([&](RacePoint point) { check.on_point(point); });
+  parked.check = &check;
+  ASSERT_TRUE(parked.callout.init(system, system.loop(0), &Parked::on_timer, &parked));
+  {
+    std::lock_guard lock(parked.mu);
+    ASSERT_TRUE(parked.callout.reset(clock.now(), CalloutTime::absolute));
+  }
+  std::thread timer_cpu([&] { system.loop(0).run_due(); });
+  ASSERT_TRUE(check.wait_parked());
+  std::atomic<int> first_drains{0};
+  std::thread reset([&] { first_drains += check.remove([&] { return parked.callout.drain(); }) ? 1 : 0; });
+  std::thread force_stop([&] { first_drains += check.remove([&] { return parked.callout.drain(); }) ? 1 : 0; });
+  reset.join();
+  force_stop.join();
+  timer_cpu.join();
+  EXPECT_EQ(check.handler_returned_at_each_removal(), (std::vector<bool>{true, true}))
+      << "a drain returned while the handler ran";
+  EXPECT_EQ(first_drains.load(), 1);
+  EXPECT_FALSE(parked.callout.active());
 }
 
 TEST_F(CalloutTest, InitAfterDrainMakesItUsableAgain) {

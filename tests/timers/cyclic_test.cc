@@ -513,6 +513,38 @@ TEST_F(CyclicTest, AMoverWakingToAReusedSlotDoesNotReadItUnderTheOldLoopsLock) {
   EXPECT_EQ(rec.calls.size(), 1u);
 }
 
+// Two threads remove the same running cyclic (a VM reset and a forced
+// stop): the second call finds the handle already stale, and must still
+// return only once the handler has, or its caller may free what the
+// handler uses.
+TEST_F(CyclicTest, ASecondConcurrentRemoveAlsoWaitsForTheRunningHandler) {
+  struct Handler {
+    vmm::testing::RemovalCheck* check = nullptr;
+    std::atomic<bool> returned{false};
+    static void run(void* arg, const Expiry&) {
+      auto* h = static_cast<Handler*>(arg);
+      h->check->park();
+      h->returned.store(true);
+    }
+  } h;
+  vmm::testing::RemovalCheck check(2, [&] { return h.returned.load(); });
+  vmm::testing::RaceScript script([&](RacePoint point) { check.on_point(point); });
+  h.check = &check;
+  const CyclicId id = system.add(&Handler::run, &h, clock.now(), kOneShot, loop0);
+  std::thread stepper([&] { loop0.run_due(); });
+  ASSERT_TRUE(check.wait_parked());
+  std::atomic<int> removed{0};
+  std::thread first([&] { removed += check.remove([&] { return system.remove(id); }) ? 1 : 0; });
+  std::thread second([&] { removed += check.remove([&] { return system.remove(id); }) ? 1 : 0; });
+  first.join();
+  second.join();
+  stepper.join();
+  EXPECT_EQ(check.handler_returned_at_each_removal(), (std::vector<bool>{true, true}))
+      << "a remover returned while the handler ran";
+  EXPECT_EQ(removed.load(), 1) << "exactly one of them removed it";
+  EXPECT_EQ(system.live_count(), 0u);
+}
+
 // --- moving
 
 TEST_F(CyclicTest, MoveKeepsExpiryAndIntervalAndFiresOnlyOnTheNewLoop) {
