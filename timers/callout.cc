@@ -36,20 +36,26 @@ void Callout::glue(void* arg, const Expiry& /*expiry*/) {
 }
 
 bool Callout::reset(Nanos when, CalloutTime kind) noexcept {
-  if (!initialized() || drained_.load(std::memory_order_acquire)) return false;
+  if (!initialized()) return false;
   Nanos deadline = when;
   if (kind == CalloutTime::relative) {
     deadline = add_saturating(system_->clock().now(), when > 0 ? when : 0);
   }
   if (deadline <= 0) deadline = 1;  // target 0 means inactive
-  target_.store(deadline, std::memory_order_release);
+  target_.store(deadline, std::memory_order_seq_cst);
   race_point(RacePoint::callout_reset_stored);
-  if (!system_->reprogram(cyclic_, deadline)) {
-    // Drained under a running handler (a VM reset): the re-arm is refused.
-    target_.store(0, std::memory_order_release);
-    return false;
-  }
-  return true;
+  // Refused by the cyclic layer once a drain removed the cyclic, also under
+  // this very handler (illumos 12476: a VM reset drains a device whose
+  // handler is re-arming).
+  bool armed = system_->reprogram(cyclic_, deadline);
+  // A drain that has begun but not yet removed the cyclic let that
+  // reprogram through; it removes the cyclic next, and its callout must not
+  // keep the target stored above. Checked after that store, with drain()'s
+  // flag and clearing store in the same total order: either this load sees
+  // the flag, or the drain's clearing store comes after ours.
+  if (armed && drained_.load(std::memory_order_seq_cst)) armed = false;
+  if (!armed) target_.store(0, std::memory_order_seq_cst);
+  return armed;
 }
 
 bool Callout::set_deadline(Nanos when) noexcept {
@@ -70,9 +76,9 @@ bool Callout::stop() noexcept {
 
 bool Callout::drain() noexcept {
   if (!initialized()) return false;
-  const bool first = !drained_.exchange(true, std::memory_order_acq_rel);
+  const bool first = !drained_.exchange(true, std::memory_order_seq_cst);
   if (first) {
-    target_.store(0, std::memory_order_release);
+    target_.store(0, std::memory_order_seq_cst);  // paired with reset()'s store and check
     race_point(RacePoint::callout_drain_before_remove);
   }
   // A second drain racing the first (a forced stop during a reset) also

@@ -57,8 +57,9 @@ class Callout {
 
   // Arms the callout for `when` (relative to now, or absolute); a time in
   // the past fires as soon as the loop runs. Device lock held. Returns false
-  // and leaves the callout inactive when it was never initialised or has been
-  // drained (the seed-002 re-arm after a reset lands here, harmlessly).
+  // and leaves the callout inactive when it was never initialised, or when a
+  // drain has begun or is done (the seed-002 re-arm after a reset lands
+  // here, harmlessly): a drained callout is inactive, always.
   bool reset(Nanos when, CalloutTime kind = CalloutTime::relative) noexcept;
 
   // Deactivates and parks the callout. Device lock held. Returns true when it

@@ -37,6 +37,26 @@ class RaceScript {
   std::function<void(timers::RacePoint)> on_point_;
 };
 
+// A manual clock whose now() first runs a hook: a way to park a thread at
+// the exact point where a timer operation reads the time (a relative
+// Callout::reset reads it before it stores its target), where there is no
+// race point. Set the hook before other threads read the clock.
+class HookedClock final : public timers::Clock {
+ public:
+  explicit HookedClock(timers::Nanos start = timers::kSecond) noexcept : time_(start) {}
+  timers::Nanos now() const noexcept override {
+    if (hook_) hook_();
+    return time_.now();
+  }
+  void set_hook(std::function<void()> hook) { hook_ = std::move(hook); }
+  void set(timers::Nanos t) noexcept { time_.set(t); }
+  void advance(timers::Nanos delta) noexcept { time_.advance(delta); }
+
+ private:
+  timers::ManualClock time_;
+  std::function<void()> hook_;
+};
+
 // Steps `clock` from one deadline of `loop` to the next up to `until`,
 // running what is due at each and calling `on_fire` after every batch that
 // ran something; ends at `until`. A device that re-arms in a tight loop would

@@ -16,6 +16,8 @@
 namespace vmm::timers {
 namespace {
 
+using namespace std::chrono_literals;
+
 // A device that follows the handler idiom of callout.h.
 struct Device {
   std::mutex mu;
@@ -297,6 +299,58 @@ TEST_F(CalloutTest, TwoConcurrentDrainsBothWaitForTheRunningHandler) {
       << "a drain returned while the handler ran";
   EXPECT_EQ(first_drains.load(), 1);
   EXPECT_FALSE(parked.callout.active());
+}
+
+// A drain racing the handler's own re-arm: the handler has passed
+// whatever check reset() makes before it stores its target (parked where a
+// relative reset reads the clock), the drain flags the callout and clears
+// its target, and only then does the handler store its new target and
+// reprogram the cyclic, which the drain has not removed yet. The drained
+// callout must not come out of this active with that target.
+TEST(CalloutDrainTest, ADrainRacingTheHandlersOwnReArmLeavesItInactive) {
+  vmm::testing::HookedClock clock;
+  CyclicSystem system{clock, LoopOptions{.loops = 1, .threads = false}};
+  struct Rearming {
+    std::mutex mu;
+    Callout callout;
+    std::atomic<bool> rearming{false};
+    bool rearmed = true;
+    static void on_timer(void* arg) {
+      auto* d = static_cast<Rearming*>(arg);
+      std::lock_guard lock(d->mu);
+      if (!d->callout.claim()) return;
+      d->rearming.store(true);
+      d->rearmed = d->callout.reset(kMillisecond, CalloutTime::relative);
+    }
+  } dev;
+  vmm::testing::Gate handler_parked, handler_may_go, drain_parked, drain_may_go;
+  clock.set_hook([&] {
+    if (!dev.rearming.exchange(false)) return;
+    handler_parked.open();
+    EXPECT_TRUE(handler_may_go.wait_for(10s));
+  });
+  vmm::testing::RaceScript script([&](RacePoint point) {
+    if (point != RacePoint::callout_drain_before_remove) return;
+    drain_parked.open();
+    EXPECT_TRUE(drain_may_go.wait_for(10s));
+  });
+  ASSERT_TRUE(dev.callout.init(system, system.loop(0), &Rearming::on_timer, &dev));
+  {
+    std::lock_guard lock(dev.mu);
+    ASSERT_TRUE(dev.callout.reset(clock.now(), CalloutTime::absolute));
+  }
+  std::thread timer_cpu([&] { system.loop(0).run_due(); });
+  ASSERT_TRUE(handler_parked.wait_for(10s));
+  std::thread vm_reset([&] { EXPECT_TRUE(dev.callout.drain()); });
+  ASSERT_TRUE(drain_parked.wait_for(10s));
+  handler_may_go.open();
+  timer_cpu.join();
+  drain_may_go.open();
+  vm_reset.join();
+  EXPECT_FALSE(dev.callout.active()) << "drained, yet active with the target its handler stored";
+  EXPECT_EQ(dev.callout.target(), 0);
+  EXPECT_FALSE(dev.rearmed) << "a re-arm racing a drain that had begun must be refused";
+  EXPECT_EQ(system.live_count(), 0u);
 }
 
 TEST_F(CalloutTest, InitAfterDrainMakesItUsableAgain) {
