@@ -172,12 +172,25 @@ bool dispatch_idle(const CyclicSlot& slot) { return slot.dispatch == Dispatch::i
 
 // The wait of every remover and mover that meets a running (or due)
 // handler; `lock` holds `loop`'s mutex on entry and on return. Returns false
-// at once when the caller is the loop's own thread: the handler it would
-// wait for is its own, or further up its stack.
+// at once when the wait would never end:
+//  * the caller is the loop's own thread: the handler it would wait for is
+//    its own, or further up its stack;
+//  * the caller is a handler of another loop, and the handler waited for is
+//    itself (through a chain of such waits) waiting for the caller's loop:
+//    two loops' handlers removing each other's cyclics. That handler cannot
+//    return before this caller does, exactly as if it were its own.
 bool CyclicSystem::wait_for_handler(std::unique_lock<std::mutex>& lock, EventLoop& loop, CyclicSlot* slot,
                                     std::uint32_t generation, RacePoint point,
                                     bool (*settled)(const CyclicSlot&)) noexcept {
   if (loop.on_loop_thread()) return false;
+  EventLoop* const self = EventLoop::running_handler_of();
+  if (self != nullptr) {
+    std::lock_guard waits(waits_mu_);
+    for (const EventLoop* waiter = &loop; waiter != nullptr; waiter = waiter->waiting_for_) {
+      if (waiter == self) return false;
+    }
+    self->waiting_for_ = &loop;
+  }
   // The race point without the lock: a hook that parks here (or a fault
   // injection sleep) must not stop the very handler being waited for.
   lock.unlock();
@@ -190,6 +203,10 @@ bool CyclicSystem::wait_for_handler(std::unique_lock<std::mutex>& lock, EventLoo
     return slot->loop.load(std::memory_order_relaxed) != &loop ||
            slot->generation.load(std::memory_order_relaxed) != generation || settled(*slot);
   });
+  if (self != nullptr) {
+    std::lock_guard waits(waits_mu_);
+    self->waiting_for_ = nullptr;
+  }
   return true;
 }
 

@@ -105,7 +105,11 @@ class CyclicSystem {
 
   // Removes the cyclic. When it returns the handler is not running and will
   // never run again. From another thread it waits for a running handler to
-  // finish; from the cyclic's own handler it does not wait. Returns true when
+  // finish; from the cyclic's own handler it does not wait, nor from a
+  // handler that the running handler is itself waiting for (two loops'
+  // handlers removing each other's cyclics: the one that would close the
+  // cycle does not wait, and the cyclic's handler finishes after it
+  // returns, as its own would). Returns true when
   // this call removed it, false for a stale or already-removed handle -- but
   // a second remove() racing the first, whose handler still runs, waits for
   // that handler too before it returns false: every remover may free what
@@ -116,7 +120,8 @@ class CyclicSystem {
   // another thread it waits until the handler is neither due in a batch nor
   // running. Returns false for a stale handle, or when called on the source
   // loop's own thread while the cyclic is due or running there (its own
-  // handler cannot move it; it would have to wait for itself).
+  // handler cannot move it; it would have to wait for itself), or from a
+  // handler that the cyclic's running handler is waiting for.
   bool move(CyclicId id, EventLoop& to) noexcept;
   // move() to loop_for_current_cpu().
   bool move_here(CyclicId id) noexcept;
@@ -144,6 +149,8 @@ class CyclicSystem {
   std::vector<int> cpu_to_loop_;  // index: CPU number; -1 when no loop there
   struct SlotTable;
   std::unique_ptr<SlotTable> slots_;
+  // Guards every loop's waiting_for_; taken after a loop lock, never before.
+  std::mutex waits_mu_;
 };
 
 }  // namespace vmm::timers

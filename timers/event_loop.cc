@@ -23,6 +23,10 @@ std::thread::id current_thread() noexcept {
   return self;
 }
 
+// Set around each handler call, so that a remove() or move() made from a
+// handler knows which loop's dispatch it holds up while it waits.
+thread_local EventLoop* t_running_handler_of = nullptr;
+
 constexpr std::uint64_t kTimerTag = 1;
 constexpr std::uint64_t kDoorbellTag = 2;
 constexpr std::size_t kHeapArity = 4;
@@ -239,7 +243,10 @@ std::size_t EventLoop::dispatch_due() {
     void* const arg = slot->arg;
     const Expiry expiry = slot->expiry;
     lock.unlock();
+    EventLoop* const outer = t_running_handler_of;
+    t_running_handler_of = this;
     handler(arg, expiry);
+    t_running_handler_of = outer;
     ++ran;
     lock.lock();
     slot->dispatch = Dispatch::idle;
@@ -426,6 +433,8 @@ void EventLoop::stop() {
 bool EventLoop::on_loop_thread() const noexcept {
   return current_thread() == loop_thread_.load(std::memory_order_relaxed);
 }
+
+EventLoop* EventLoop::running_handler_of() noexcept { return t_running_handler_of; }
 
 Nanos EventLoop::next_deadline() {
   std::lock_guard lock(mu_);

@@ -70,6 +70,9 @@ class EventLoop {
   // True on the loop's own thread; for a caller-driven loop, on the thread
   // stepping it (or that stepped it last, or created it).
   bool on_loop_thread() const noexcept;
+  // The loop whose cyclic handler the calling thread is running (the
+  // innermost one), or nullptr outside handlers.
+  static EventLoop* running_handler_of() noexcept;
 
   // Earliest deadline in the heap (kNever when empty) and what the timerfd
   // is armed at (kNever when disarmed).
@@ -126,6 +129,10 @@ class EventLoop {
   std::atomic<std::thread::id> loop_thread_;
   bool threaded_ = false;         // its own thread steps it; set before that starts
   bool stepping_ = false;         // a caller steps it now (no re-entry, no second stepper)
+  // The loop whose running handler one of this loop's handlers waits for
+  // (in remove or move). Guarded by the CyclicSystem's waits mutex, and
+  // followed to refuse a wait that would close a cycle of handlers.
+  EventLoop* waiting_for_ = nullptr;
   std::vector<std::function<void()>> posted_;
   bool stopping_ = false;
   LoopStats stats_;

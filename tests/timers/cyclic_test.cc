@@ -545,6 +545,67 @@ TEST_F(CyclicTest, ASecondConcurrentRemoveAlsoWaitsForTheRunningHandler) {
   EXPECT_EQ(system.live_count(), 0u);
 }
 
+// Two loops' handlers remove (or move) each other's cyclics: the first
+// waits for the second handler, which must then not wait for the first, or
+// neither loop ever runs again. Caller-driven loops on two threads, so a
+// deadlock fails the test instead of hanging it.
+TEST(CyclicCrossLoopTest, HandlersOfTwoLoopsRemovingEachOthersCyclicsDoNotDeadlock) {
+  for (const bool second_moves : {false, true}) {
+    SCOPED_TRACE(second_moves ? "the second handler moves" : "the second handler removes");
+    ManualClock clock{kSecond};
+    auto system = std::make_unique<CyclicSystem>(clock, LoopOptions{.loops = 2, .threads = false});
+    struct Handler {
+      CyclicSystem* system = nullptr;
+      CyclicId other;
+      EventLoop* move_to = nullptr;  // move `other` there instead of removing it
+      Gate started, go, done;
+      bool result = false;
+      static void run(void* arg, const Expiry&) {
+        auto* h = static_cast<Handler*>(arg);
+        h->started.open();
+        EXPECT_TRUE(h->go.wait_for(10s));
+        h->result = h->move_to != nullptr ? h->system->move(h->other, *h->move_to) : h->system->remove(h->other);
+        h->done.open();
+      }
+    } first, second;
+    first.system = second.system = system.get();
+    if (second_moves) second.move_to = &system->loop(1);
+    vmm::testing::RaceScript script([&](RacePoint point) {
+      // The first handler is about to wait for the second: let it go on.
+      if (point == RacePoint::cyclic_remove_waiting) second.go.open();
+    });
+    const CyclicId a = system->add(&Handler::run, &first, clock.now(), kOneShot, system->loop(0));
+    const CyclicId b = system->add(&Handler::run, &second, clock.now(), kOneShot, system->loop(1));
+    first.other = b;
+    second.other = a;
+    Gate stepped0, stepped1;
+    std::thread loop0([&] { system->loop(0).run_due(); stepped0.open(); });
+    std::thread loop1([&] { system->loop(1).run_due(); stepped1.open(); });
+    ASSERT_TRUE(first.started.wait_for(10s));
+    ASSERT_TRUE(second.started.wait_for(10s));
+    first.go.open();
+    const bool finished = stepped0.wait_for(10s) && stepped1.wait_for(10s);
+    EXPECT_TRUE(finished) << "the two handlers wait for each other";
+    if (!finished) {
+      // Nothing will wake them: leave them, and what they use, behind.
+      loop0.detach();
+      loop1.detach();
+      (void)system.release();
+      return;
+    }
+    loop0.join();
+    loop1.join();
+    EXPECT_TRUE(first.result) << "the first remover waited for the second handler and removed its cyclic";
+    if (second_moves) {
+      EXPECT_FALSE(second.result) << "a move that would wait for its own waiter is refused";
+      EXPECT_TRUE(system->remove(a));
+    } else {
+      EXPECT_TRUE(second.result) << "removed, without waiting for the handler that waits for it";
+    }
+    EXPECT_EQ(system->live_count(), 0u);
+  }
+}
+
 // --- moving
 
 TEST_F(CyclicTest, MoveKeepsExpiryAndIntervalAndFiresOnlyOnTheNewLoop) {
