@@ -217,8 +217,12 @@ std::size_t EventLoop::dispatch_due() {
         slot->expiry = Expiry{slot->when, 1};
         heap_update(slot, kNever);  // parked until reprogrammed
       } else {
-        const auto missed = static_cast<std::uint64_t>((now - slot->when) / slot->interval);
-        const Nanos served = slot->when + static_cast<Nanos>(missed) * slot->interval;
+        // In unsigned arithmetic: how far behind a first deadline far in the
+        // past is can exceed what a Nanos holds; the deadline served cannot.
+        const std::uint64_t interval = static_cast<std::uint64_t>(slot->interval);
+        const std::uint64_t missed =
+            (static_cast<std::uint64_t>(now) - static_cast<std::uint64_t>(slot->when)) / interval;
+        const auto served = static_cast<Nanos>(static_cast<std::uint64_t>(slot->when) + missed * interval);
         slot->expiry = Expiry{served, missed + 1};
         heap_update(slot, add_saturating(served, slot->interval));
       }

@@ -8,6 +8,7 @@
 #include <map>
 #include <atomic>
 #include <deque>
+#include <limits>
 #include <random>
 #include <thread>
 #include <vector>
@@ -99,6 +100,33 @@ TEST_F(CyclicTest, PeriodicOverrunsAreCountedNotLost) {
   clock.set(start + 4 * kMillisecond);
   loop0.run_due();
   EXPECT_EQ(rec.calls[1].count, 1u);
+}
+
+// A periodic cyclic whose first deadline lies further in the past than a
+// Nanos can span (now - first overflows int64): the expiry count and the
+// deadline served are exact, with no signed overflow on the way (which
+// UndefinedBehaviorSanitizer would report in the asan build).
+TEST_F(CyclicTest, PeriodicCatchUpFromAnExtremeFirstDeadlineIsExact) {
+  struct Case {
+    Nanos first;
+    Nanos interval;
+  };
+  constexpr Nanos kMin = std::numeric_limits<Nanos>::min();
+  for (const Case c : {Case{kMin, kSecond}, Case{kMin + 7, 3}, Case{kMin, kNever - 1}, Case{-kNever + 1, kNever / 2}}) {
+    SCOPED_TRACE(::testing::Message() << "first " << c.first << " interval " << c.interval);
+    rec.calls.clear();
+    const CyclicId id = system.add(&Recorder::handler, &rec, c.first, c.interval, loop0);
+    ASSERT_TRUE(id.valid());
+    ASSERT_EQ(loop0.run_due(), 1u);
+    const __int128 span = static_cast<__int128>(clock.now()) - c.first;
+    const __int128 missed = span / c.interval;
+    ASSERT_EQ(rec.calls.size(), 1u);
+    EXPECT_EQ(static_cast<__int128>(rec.calls[0].count), missed + 1);
+    EXPECT_EQ(static_cast<__int128>(rec.calls[0].deadline), c.first + missed * c.interval);
+    EXPECT_LE(rec.calls[0].deadline, clock.now());
+    EXPECT_GT(system.when(id), clock.now());
+    EXPECT_TRUE(system.remove(id));
+  }
 }
 
 TEST_F(CyclicTest, AddRejectsInvalidArguments) {
