@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <array>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <string>
@@ -130,9 +131,14 @@ void CyclicSystem::release_slot(CyclicSlot* slot) noexcept {
   slot->doomed = false;
   slot->remover_waiting = false;
   std::lock_guard lock(slots_->mu);
+  slots_->live.fetch_sub(1, std::memory_order_relaxed);
+  // A slot whose generation has reached the top is retired, not reused: its
+  // next removal would wrap the generation round to values handed out
+  // before, and a handle that old would reach a cyclic it never knew. One
+  // slot is lost per four billion removals of it.
+  if (slot->generation.load(std::memory_order_relaxed) == std::numeric_limits<std::uint32_t>::max()) return;
   slot->next_free = slots_->free_list;
   slots_->free_list = slot;
-  slots_->live.fetch_sub(1, std::memory_order_relaxed);
 }
 
 std::size_t CyclicSystem::live_count() const noexcept {

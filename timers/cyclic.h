@@ -9,7 +9,8 @@
 //  * remove() returns only when the handler is not running and never will
 //    again; called from the cyclic's own handler it does not wait.
 //  * Handles carry a generation, so a stale handle is detected, never aliased
-//    to a newer cyclic that reuses the slot.
+//    to a newer cyclic that reuses the slot (a slot is retired rather than
+//    let its 32-bit generation wrap).
 //
 // Lock rule (the one way to deadlock this API): remove() and move() called
 // from another thread wait for a running handler, so the caller must not hold
@@ -135,6 +136,7 @@ class CyclicSystem {
 
  private:
   friend class EventLoop;
+  friend class CyclicSystemTestAccess;  // tests only: see cyclic_test.cc
 
   CyclicSlot* slot_for(CyclicId id) const noexcept;
   CyclicSlot* allocate_slot();

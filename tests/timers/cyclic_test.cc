@@ -15,10 +15,21 @@
 
 #include "tests/common/race_script.h"
 #include "tests/common/sync.h"
+#include "timers/cyclic_slot.h"
 #include "timers/event_loop.h"
 #include "timers/race_points.h"
 
 namespace vmm::timers {
+
+// Reaches into a slot where only a test may: to start a generation where a
+// wrap would be four billion removals away.
+class CyclicSystemTestAccess {
+ public:
+  static void set_generation(CyclicSystem& system, CyclicId id, std::uint32_t generation) {
+    system.slot_for(id)->generation.store(generation);
+  }
+};
+
 namespace {
 
 using vmm::testing::Gate;
@@ -186,6 +197,25 @@ TEST_F(CyclicTest, ReusedSlotGetsANewGenerationAndOldHandlesStayStale) {
   EXPECT_FALSE(system.reprogram(first, clock.now()));  // ...but never aliased
   EXPECT_FALSE(system.remove(first));
   EXPECT_EQ(system.when(second), clock.now() + 20);
+}
+
+// A slot's 32-bit generation, bumped at every removal, must never come
+// round to a value a handle was given before: a handle kept that long (a
+// drained callout's, say) would then reach a cyclic it never knew. Started
+// near the top of the range instead of after four billion removals.
+TEST_F(CyclicTest, AGenerationNeverWrapsRoundToAHandleGivenBefore) {
+  const CyclicId original = add_one_shot(clock.now() + 10);
+  CyclicSystemTestAccess::set_generation(system, original, std::numeric_limits<std::uint32_t>::max() - 1);
+  CyclicId current{original.index, std::numeric_limits<std::uint32_t>::max() - 1};
+  std::vector<CyclicId> given{original};
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(system.remove(current));
+    current = add_one_shot(clock.now() + 10);
+    for (const CyclicId old : given) EXPECT_NE(current, old) << "handle " << i << " repeats an earlier one";
+    given.push_back(current);
+    EXPECT_FALSE(system.reprogram(original, clock.now())) << "the first handle reached cyclic " << i;
+  }
+  EXPECT_EQ(system.live_count(), 1u);
 }
 
 TEST_F(CyclicTest, ReprogramToNeverParks) {
