@@ -6,6 +6,7 @@
 #include <limits>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include "timers/cyclic_slot.h"
@@ -49,6 +50,9 @@ std::vector<int> allowed_cpus() {
 
 CyclicSystem::CyclicSystem(const Clock& clock, LoopOptions options)
     : clock_(clock), slots_(std::make_unique<SlotTable>()) {
+  if (options.threads && !clock.is_monotonic()) {
+    throw std::invalid_argument("timer loops with threads need the monotonic clock; step loops on any other by hand");
+  }
   const std::vector<int> cpus = allowed_cpus();
   const std::size_t count = options.loops != 0 ? options.loops : cpus.size();
   int max_cpu = 0;

@@ -74,8 +74,10 @@ struct LoopOptions {
 
 class CyclicSystem {
  public:
-  // `clock` must outlive the system; threaded loops need a monotonic clock
-  // (their timerfds wait on CLOCK_MONOTONIC). Throws std::system_error when a
+  // `clock` must outlive the system. Threaded loops need the monotonic clock
+  // (their timerfds wait on CLOCK_MONOTONIC): asked for on any other clock,
+  // whose time no timerfd follows, they would sleep through every deadline,
+  // so that throws std::invalid_argument. Throws std::system_error when a
   // loop's timerfd, eventfd, io_uring or thread cannot be created.
   explicit CyclicSystem(const Clock& clock = MonotonicClock::instance(),
                         LoopOptions options = {});

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -129,6 +130,16 @@ TEST(EventLoopTest, PostedWorkRunsOnTheLoopThreadInOrder) {
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
   EXPECT_TRUE(all_on_loop.load());
   EXPECT_FALSE(loop.on_loop_thread());
+}
+
+// A threaded loop waits on a CLOCK_MONOTONIC timerfd, which knows nothing of
+// another clock: on a manual clock its cyclics would never fire however far
+// the clock moved. Refused when the system is made, not discovered later.
+TEST(EventLoopTest, ThreadedLoopsOnAClockTheTimerfdCannotFollowAreRefused) {
+  ManualClock manual;
+  EXPECT_THROW(CyclicSystem(manual, LoopOptions{.loops = 1}), std::invalid_argument);
+  EXPECT_NO_THROW(CyclicSystem(manual, LoopOptions{.loops = 1, .threads = false}));
+  EXPECT_NO_THROW(CyclicSystem(mono, LoopOptions{.loops = 1}));
 }
 
 // Another thread stepping a threaded loop used to record itself as the
