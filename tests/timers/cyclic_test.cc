@@ -57,6 +57,44 @@ class CyclicTest : public ::testing::Test {
   CyclicId add_one_shot(Nanos when, EventLoop* loop = nullptr) {
     return system.add(&Recorder::handler, &rec, when, kOneShot, loop ? *loop : loop0);
   }
+
+  // A cyclic's handler runs on a thread of its own and parks until each of
+  // `removers` threads calling remove() waits for it or has returned.
+  struct Removal {
+    std::vector<bool> handler_returned_at_each_removal;  // what each remover saw as it returned
+    int removed = 0;                                     // removers that got true
+    int waited = 0;                                      // removers that reached the wait
+  };
+  Removal remove_while_its_handler_runs(int removers, Nanos interval) {
+    struct Handler {
+      vmm::testing::RemovalCheck* check = nullptr;
+      std::atomic<bool> returned{false};
+      static void run(void* arg, const Expiry&) {
+        auto* h = static_cast<Handler*>(arg);
+        h->check->park();
+        h->returned.store(true);
+      }
+    } h;
+    vmm::testing::RemovalCheck check(removers, [&] { return h.returned.load(); });
+    vmm::testing::RaceScript script([&](RacePoint point) { check.on_point(point); });
+    h.check = &check;
+    const CyclicId id = system.add(&Handler::run, &h, clock.now(), interval, loop0);
+    std::thread loop_thread([&] { loop0.run_due(); });
+    Removal out;
+    std::atomic<int> removed{0};
+    if (check.wait_parked()) {
+      std::vector<std::thread> threads;
+      for (int i = 0; i < removers; ++i) {
+        threads.emplace_back([&] { removed += check.remove([&] { return system.remove(id); }) ? 1 : 0; });
+      }
+      for (auto& t : threads) t.join();
+    }
+    loop_thread.join();
+    out.handler_returned_at_each_removal = check.handler_returned_at_each_removal();
+    out.removed = removed.load();
+    out.waited = check.removers_that_waited();
+    return out;
+  }
 };
 
 TEST_F(CyclicTest, OneShotFiresAtItsDeadlineNotBefore) {
@@ -576,30 +614,10 @@ TEST_F(CyclicTest, AMoverWakingToAReusedSlotDoesNotReadItUnderTheOldLoopsLock) {
 // return only once the handler has, or its caller may free what the
 // handler uses.
 TEST_F(CyclicTest, ASecondConcurrentRemoveAlsoWaitsForTheRunningHandler) {
-  struct Handler {
-    vmm::testing::RemovalCheck* check = nullptr;
-    std::atomic<bool> returned{false};
-    static void run(void* arg, const Expiry&) {
-      auto* h = static_cast<Handler*>(arg);
-      h->check->park();
-      h->returned.store(true);
-    }
-  } h;
-  vmm::testing::RemovalCheck check(2, [&] { return h.returned.load(); });
-  vmm::testing::RaceScript script([&](RacePoint point) { check.on_point(point); });
-  h.check = &check;
-  const CyclicId id = system.add(&Handler::run, &h, clock.now(), kOneShot, loop0);
-  std::thread stepper([&] { loop0.run_due(); });
-  ASSERT_TRUE(check.wait_parked());
-  std::atomic<int> removed{0};
-  std::thread first([&] { removed += check.remove([&] { return system.remove(id); }) ? 1 : 0; });
-  std::thread second([&] { removed += check.remove([&] { return system.remove(id); }) ? 1 : 0; });
-  first.join();
-  second.join();
-  stepper.join();
-  EXPECT_EQ(check.handler_returned_at_each_removal(), (std::vector<bool>{true, true}))
+  const Removal removal = remove_while_its_handler_runs(2, kOneShot);
+  EXPECT_EQ(removal.handler_returned_at_each_removal, (std::vector<bool>{true, true}))
       << "a remover returned while the handler ran";
-  EXPECT_EQ(removed.load(), 1) << "exactly one of them removed it";
+  EXPECT_EQ(removal.removed, 1) << "exactly one of them removed it";
   EXPECT_EQ(system.live_count(), 0u);
 }
 
@@ -708,40 +726,18 @@ TEST_F(CyclicTest, MoveToALoopOfAnotherSystemIsRefused) {
 
 // --- removal waits for a running handler (other thread)
 
+// The handler stays parked until the remover either waits for it or has
+// returned, and the remover checks at its return that the handler had
+// returned: a remover that did not wait is caught without any sleep.
 TEST_F(CyclicTest, RemoveFromAnotherThreadWaitsForTheRunningHandler) {
-  Gate handler_started, release_handler;
-  std::atomic<bool> handler_finished{false};
-  struct Ctx {
-    Gate* started;
-    Gate* release;
-    std::atomic<bool>* finished;
-  } ctx{&handler_started, &release_handler, &handler_finished};
-  const CyclicId id = system.add(
-      [](void* arg, const Expiry&) {
-        auto* c = static_cast<Ctx*>(arg);
-        c->started->open();
-        c->release->wait();
-        c->finished->store(true);
-      },
-      &ctx, clock.now(), kMillisecond, loop0);
-  std::thread loop_thread([&] { loop0.run_due(); });
-  handler_started.wait();
-
-  std::atomic<bool> removed{false};
-  std::thread remover([&] {
-    EXPECT_TRUE(system.remove(id));
-    // The promise: when remove returns, the handler has finished.
-    EXPECT_TRUE(handler_finished.load());
-    removed.store(true);
-  });
-  // Give the remover every chance to return early if it were going to.
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_FALSE(removed.load());
-  release_handler.open();
-  remover.join();
-  loop_thread.join();
-  EXPECT_TRUE(removed.load());
+  const Removal removal = remove_while_its_handler_runs(1, kMillisecond);
+  EXPECT_EQ(removal.waited, 1);
+  EXPECT_EQ(removal.handler_returned_at_each_removal, std::vector<bool>{true})
+      << "remove() returned while the handler ran";
+  EXPECT_EQ(removal.removed, 1);
   EXPECT_EQ(system.live_count(), 0u);
+  clock.advance(kSecond);
+  EXPECT_EQ(loop0.run_due(), 0u) << "a removed periodic cyclic ran again";
 }
 
 }  // namespace
