@@ -1,5 +1,7 @@
 #include "timers/callout.h"
 
+#include <algorithm>
+
 #include "timers/race_points.h"
 
 namespace vmm::timers {
@@ -30,9 +32,23 @@ void Callout::glue(void* arg, const Expiry& /*expiry*/) {
   // lock, whether this firing is still the one that was asked for.
   auto* callout = static_cast<Callout*>(arg);
   if (callout->target_.load(std::memory_order_acquire) == 0) return;  // stopped
-  callout->fired_.store(callout->system_->clock().now(), std::memory_order_release);
+  Nanos fired = callout->system_->clock().now();
+#if defined(VMM_MUTANT_GLUE_CLEARS_PENDING)
+  // Mutation-testing hook (tools/mutants): the old shim's unlocked PENDING
+  // clear, i.e. "this firing is for whatever target is stored right now".
+  fired = std::max(fired, callout->target_.load(std::memory_order_acquire));
+#endif
+  callout->fired_.store(fired, std::memory_order_release);
   race_point(RacePoint::callout_glue_before_handler);
   callout->fn_(callout->arg_);
+}
+
+bool Callout::pending() const noexcept {
+#if defined(VMM_MUTANT_PENDING_NEVER)
+  return false;  // mutation-testing hook (tools/mutants): no pending test
+#else
+  return target_.load(std::memory_order_acquire) > fired_.load(std::memory_order_acquire);
+#endif
 }
 
 bool Callout::reset(Nanos when, CalloutTime kind) noexcept {
@@ -53,7 +69,9 @@ bool Callout::reset(Nanos when, CalloutTime kind) noexcept {
   // keep the target stored above. Checked after that store, with drain()'s
   // flag and clearing store in the same total order: either this load sees
   // the flag, or the drain's clearing store comes after ours.
+#if !defined(VMM_MUTANT_NO_DRAIN_REFUSAL)  // mutation-testing hook (tools/mutants)
   if (armed && drained_.load(std::memory_order_seq_cst)) armed = false;
+#endif
   if (!armed) target_.store(0, std::memory_order_seq_cst);
   return armed;
 }

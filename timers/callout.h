@@ -80,9 +80,9 @@ class Callout {
 
   bool active() const noexcept { return target_.load(std::memory_order_acquire) != 0; }
   // Meaningful inside the handler: the callout was re-armed after this firing.
-  bool pending() const noexcept {
-    return target_.load(std::memory_order_acquire) > fired_.load(std::memory_order_acquire);
-  }
+  // Out of line so that the one place that decides it can be mutated
+  // (tools/mutants) without the headers that inline it.
+  bool pending() const noexcept;
   void deactivate() noexcept { target_.store(0, std::memory_order_release); }
   // The handler idiom's opening, device lock held: false when the callout
   // was re-armed (pending) or stopped (inactive) since this firing, which

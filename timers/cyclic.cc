@@ -263,13 +263,17 @@ bool CyclicSystem::remove(CyclicId id) noexcept {
     // running -- holds only once that handler returns, so wait too (a VM
     // reset and a forced stop may drain the same device at once).
     if (slot->generation.load(std::memory_order_relaxed) == removed && !handler_returned(*slot)) {
+#if !defined(VMM_MUTANT_SECOND_REMOVER_NO_WAIT)  // mutation-testing hook (tools/mutants)
       wait_for_handler(lock, *loop, slot, removed, RacePoint::cyclic_remove_waiting, &handler_returned);
+#endif
     }
     return false;
   }
 
   // From here on every handle is stale: a racing reprogram returns false.
+#if !defined(VMM_MUTANT_NO_GENERATION_BUMP)  // mutation-testing hook (tools/mutants)
   slot->generation.fetch_add(1, std::memory_order_relaxed);
+#endif
   loop->heap_update(slot, kNever);
 
   switch (slot->dispatch) {
@@ -281,6 +285,9 @@ bool CyclicSystem::remove(CyclicId id) noexcept {
       return true;
     case Dispatch::running:
       slot->doomed = true;
+#if defined(VMM_MUTANT_REMOVE_NO_WAIT)
+      return true;  // mutation-testing hook (tools/mutants): a remover that does not wait
+#endif
       slot->remover_waiting = true;  // the slot stays ours while we wait
       if (!wait_for_handler(lock, *loop, slot, removed, RacePoint::cyclic_remove_waiting, &handler_returned)) {
         slot->remover_waiting = false;  // its own handler: freed when it returns

@@ -253,6 +253,11 @@ std::size_t EventLoop::dispatch_due() {
     t_running_handler_of = outer;
     ++ran;
     lock.lock();
+#if defined(VMM_MUTANT_ONESHOT_REARM_LOST)
+    // Mutation-testing hook (tools/mutants): a one-shot parked after its
+    // handler rather than before, losing a re-arm made while it ran.
+    if (slot->interval == kOneShot) heap_update(slot, kNever);
+#endif
     slot->dispatch = Dispatch::idle;
     if (slot->doomed) {
       slot->doomed = false;
