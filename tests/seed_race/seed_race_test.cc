@@ -142,6 +142,7 @@ struct Seed002Outcome {
 template <typename Env>
 Seed002Outcome seed002_at_cyclic_layer() {
   Env env;
+  SCOPED_TRACE(Env::kName);
   struct Device {
     Env* env = nullptr;
     typename Env::Handle handle{};
@@ -211,6 +212,7 @@ TEST(Seed002ReprogramAfterRemove, CyclicLayer) {
 template <typename Env>
 Seed002Outcome seed002_at_callout_layer() {
   Env env;
+  SCOPED_TRACE(Env::kName);
   struct Hpet {
     Env* env = nullptr;
     std::mutex mu;
@@ -445,6 +447,7 @@ struct Vlapic {
 template <typename Env>
 Seed000Outcome seed000_vlapic_rearm_races_firing() {
   Env env;
+  SCOPED_TRACE(Env::kName);
   Vlapic<Env> vlapic;
   vlapic.env = &env;
   env.init(vlapic.callout, &Vlapic<Env>::callout_handler, &vlapic);
