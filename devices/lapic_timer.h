@@ -65,6 +65,11 @@ class LapicTimer final : public TimerDevice {
   // For tests and statistics.
   std::uint64_t interrupts_delivered() const noexcept;
   timers::Nanos deadline() const noexcept;
+  struct Stats {
+    std::uint64_t handler_runs = 0;    // callout firings the handler claimed
+    std::uint64_t refused_rearms = 0;  // re-arms refused because the callout was drained
+  };
+  Stats stats() const noexcept;
 
   static constexpr std::uint32_t kLvtMasked = 1u << 16;
   static constexpr std::uint32_t kModeShift = 17;
@@ -93,6 +98,7 @@ class LapicTimer final : public TimerDevice {
   timers::Nanos deadline_ = 0;  // 0: not armed (a one-shot that fired is 0 too)
   bool paused_ = false;
   std::uint64_t delivered_ = 0;
+  Stats stats_;  // kept across reset()
   RateLimit log_limit_;
 };
 

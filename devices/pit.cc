@@ -557,6 +557,7 @@ void Pit::schedule_irq_locked(Pulse now) noexcept {
   if (paused_) return;  // resume() arms it
   if (!callout_.set_deadline(irq_deadline_)) {
     irq_deadline_ = 0;  // drained: the VM is being reset
+    ++stats_.refused_rearms;
   }
 }
 
@@ -564,7 +565,14 @@ void Pit::on_timer(void* arg) { static_cast<Pit*>(arg)->timer_fired(); }
 
 void Pit::timer_fired() noexcept {
   std::lock_guard lock(mu_);
+#if defined(VMM_MUTANT_PIT_NO_PENDING_TEST)
+  // Mutation-testing hook (tools/mutants): the idiom without its pending test.
+  if (!callout_.active()) return;
+  callout_.deactivate();
+#else
   if (!callout_.claim()) return;  // re-armed or stopped since this firing
+#endif
+  ++stats_.handler_runs;
   if (irq_deadline_ == 0) return;
   const Pulse now = now_pulse();
   if (irq_edge_ <= now) {
@@ -591,6 +599,7 @@ void Pit::timer_fired() noexcept {
   timers::race_point(timers::RacePoint::device_handler_before_rearm);
   if (!callout_.reset(irq_deadline_, timers::CalloutTime::absolute)) {
     irq_deadline_ = 0;  // drained under this handler (a VM reset): refused, quietly
+    ++stats_.refused_rearms;
   }
 }
 
@@ -657,7 +666,10 @@ void Pit::pause() noexcept {
 void Pit::resume() noexcept {
   std::lock_guard lock(mu_);
   paused_ = false;
-  if (irq_deadline_ != 0 && !callout_.reset(irq_deadline_, timers::CalloutTime::absolute)) irq_deadline_ = 0;
+  if (irq_deadline_ != 0 && !callout_.reset(irq_deadline_, timers::CalloutTime::absolute)) {
+    irq_deadline_ = 0;
+    ++stats_.refused_rearms;
+  }
 }
 
 void Pit::bind_timers(timers::EventLoop& loop) noexcept { callout_.bind(loop); }
@@ -670,6 +682,11 @@ Nanos Pit::irq_deadline() const noexcept {
 Nanos Pit::epoch() const noexcept {
   std::lock_guard lock(mu_);
   return epoch_;
+}
+
+Pit::Stats Pit::stats() const noexcept {
+  std::lock_guard lock(mu_);
+  return stats_;
 }
 
 bool Pit::output(unsigned channel) const noexcept {

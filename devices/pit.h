@@ -155,6 +155,11 @@ class Pit final : public BusDevice, public TimerDevice {
   timers::Nanos epoch() const noexcept;
   // Channel's OUT level now; false for a channel that does not exist.
   bool output(unsigned channel) const noexcept;
+  struct Stats {
+    std::uint64_t handler_runs = 0;    // channel-0 callout firings the handler claimed
+    std::uint64_t refused_rearms = 0;  // re-arms refused because the callout was drained
+  };
+  Stats stats() const noexcept;
 
  private:
   using Pulse = std::int64_t;
@@ -288,6 +293,7 @@ class Pit final : public BusDevice, public TimerDevice {
   bool paused_ = false;
   Pulse irq_edge_ = 0;                // the OUT0 rising edge irq_deadline_ is for
   timers::Nanos irq_deadline_ = 0;    // 0: none
+  Stats stats_;                       // kept across reset()
   // Last: drained first when the Pit goes away (see ~Pit).
   timers::Callout callout_;
 };

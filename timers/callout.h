@@ -57,8 +57,9 @@ class Callout {
 
   // Arms the callout for `when` (relative to now, or absolute); a time in
   // the past fires as soon as the loop runs. Device lock held. Returns false
-  // and leaves the callout inactive when it was never initialised or has been
-  // drained (the seed-002 re-arm after a reset lands here, harmlessly).
+  // and leaves the callout inactive when it was never initialised, or when a
+  // drain has begun or is done (the seed-002 re-arm after a reset lands
+  // here, harmlessly): a drained callout is inactive, always.
   bool reset(Nanos when, CalloutTime kind = CalloutTime::relative) noexcept;
 
   // Deactivates and parks the callout. Device lock held. Returns true when it
@@ -74,14 +75,14 @@ class Callout {
 
   // Stops the callout and removes its cyclic, waiting for a running handler.
   // Device lock NOT held. Returns false when it was never initialised or was
-  // already drained.
+  // already drained; a drain racing another one still waits for the handler.
   bool drain() noexcept;
 
   bool active() const noexcept { return target_.load(std::memory_order_acquire) != 0; }
   // Meaningful inside the handler: the callout was re-armed after this firing.
-  bool pending() const noexcept {
-    return target_.load(std::memory_order_acquire) > fired_.load(std::memory_order_acquire);
-  }
+  // Out of line so that the one place that decides it can be mutated
+  // (tools/mutants) without the headers that inline it.
+  bool pending() const noexcept;
   void deactivate() noexcept { target_.store(0, std::memory_order_release); }
   // The handler idiom's opening, device lock held: false when the callout
   // was re-armed (pending) or stopped (inactive) since this firing, which

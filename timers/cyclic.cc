@@ -3,8 +3,10 @@
 #include <sched.h>
 
 #include <array>
+#include <limits>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include "timers/cyclic_slot.h"
@@ -48,6 +50,9 @@ std::vector<int> allowed_cpus() {
 
 CyclicSystem::CyclicSystem(const Clock& clock, LoopOptions options)
     : clock_(clock), slots_(std::make_unique<SlotTable>()) {
+  if (options.threads && !clock.is_monotonic()) {
+    throw std::invalid_argument("timer loops with threads need the monotonic clock; step loops on any other by hand");
+  }
   const std::vector<int> cpus = allowed_cpus();
   const std::size_t count = options.loops != 0 ? options.loops : cpus.size();
   int max_cpu = 0;
@@ -130,28 +135,89 @@ void CyclicSystem::release_slot(CyclicSlot* slot) noexcept {
   slot->doomed = false;
   slot->remover_waiting = false;
   std::lock_guard lock(slots_->mu);
+  slots_->live.fetch_sub(1, std::memory_order_relaxed);
+  // A slot whose generation has reached the top is retired, not reused: its
+  // next removal would wrap the generation round to values handed out
+  // before, and a handle that old would reach a cyclic it never knew. One
+  // slot is lost per four billion removals of it.
+  if (slot->generation.load(std::memory_order_relaxed) == std::numeric_limits<std::uint32_t>::max()) return;
   slot->next_free = slots_->free_list;
   slots_->free_list = slot;
-  slots_->live.fetch_sub(1, std::memory_order_relaxed);
 }
 
 std::size_t CyclicSystem::live_count() const noexcept {
   return slots_->live.load(std::memory_order_relaxed);
 }
 
-// Locks the loop that owns `slot` and checks that `id` is still current.
-// Returns an unlocked lock when the handle is stale. A move may change the
-// owner between reading `loop` and locking it, hence the re-check.
-std::unique_lock<std::mutex> CyclicSystem::lock_owner(CyclicSlot* slot, CyclicId id, EventLoop*& owner) {
+// Locks the loop that owns `slot`, whatever cyclic it holds now. Returns an
+// unlocked lock when the slot is free. A move may change the owner between
+// reading `loop` and locking it, hence the re-check.
+std::unique_lock<std::mutex> CyclicSystem::lock_current_owner(CyclicSlot* slot, EventLoop*& owner) {
   for (;;) {
     EventLoop* loop = slot->loop.load(std::memory_order_acquire);
     if (loop == nullptr) return {};
     std::unique_lock lock(loop->mu_);
     if (slot->loop.load(std::memory_order_relaxed) != loop) continue;
-    if (slot->generation.load(std::memory_order_relaxed) != id.generation) return {};
     owner = loop;
     return lock;
   }
+}
+
+// Locks the loop that owns `slot` and checks that `id` is still current.
+// Returns an unlocked lock when the handle is stale.
+std::unique_lock<std::mutex> CyclicSystem::lock_owner(CyclicSlot* slot, CyclicId id, EventLoop*& owner) {
+  EventLoop* loop = nullptr;
+  auto lock = lock_current_owner(slot, loop);
+  if (!lock || slot->generation.load(std::memory_order_relaxed) != id.generation) return {};
+  owner = loop;
+  return lock;
+}
+
+namespace {
+
+bool handler_returned(const CyclicSlot& slot) { return !slot.doomed || slot.dispatch != Dispatch::running; }
+bool dispatch_idle(const CyclicSlot& slot) { return slot.dispatch == Dispatch::idle; }
+
+}  // namespace
+
+// The wait of every remover and mover that meets a running (or due)
+// handler; `lock` holds `loop`'s mutex on entry and on return. Returns false
+// at once when the wait would never end:
+//  * the caller is the loop's own thread: the handler it would wait for is
+//    its own, or further up its stack;
+//  * the caller is a handler of another loop, and the handler waited for is
+//    itself (through a chain of such waits) waiting for the caller's loop:
+//    two loops' handlers removing each other's cyclics. That handler cannot
+//    return before this caller does, exactly as if it were its own.
+bool CyclicSystem::wait_for_handler(std::unique_lock<std::mutex>& lock, EventLoop& loop, CyclicSlot* slot,
+                                    std::uint32_t generation, RacePoint point,
+                                    bool (*settled)(const CyclicSlot&)) noexcept {
+  if (loop.on_loop_thread()) return false;
+  EventLoop* const self = EventLoop::running_handler_of();
+  if (self != nullptr) {
+    std::lock_guard waits(waits_mu_);
+    for (const EventLoop* waiter = &loop; waiter != nullptr; waiter = waiter->waiting_for_) {
+      if (waiter == self) return false;
+    }
+    self->waiting_for_ = &loop;
+  }
+  // The race point without the lock: a hook that parks here (or a fault
+  // injection sleep) must not stop the very handler being waited for.
+  lock.unlock();
+  race_point(point);
+  lock.lock();
+  // Meanwhile the cyclic may be gone and its slot reused on another loop,
+  // whose lock then guards it: look at the slot's dispatch state only while
+  // it is still this cyclic on this loop.
+  loop.handler_done_.wait(lock, [&] {
+    return slot->loop.load(std::memory_order_relaxed) != &loop ||
+           slot->generation.load(std::memory_order_relaxed) != generation || settled(*slot);
+  });
+  if (self != nullptr) {
+    std::lock_guard waits(waits_mu_);
+    self->waiting_for_ = nullptr;
+  }
+  return true;
 }
 
 // ------------------------------------------------------------- operations
@@ -188,11 +254,26 @@ bool CyclicSystem::remove(CyclicId id) noexcept {
   CyclicSlot* slot = slot_for(id);
   if (slot == nullptr) return false;
   EventLoop* loop = nullptr;
-  auto lock = lock_owner(slot, id, loop);
-  if (!lock) return false;
+  auto lock = lock_current_owner(slot, loop);
+  if (!lock) return false;  // free: nothing is left of that cyclic
+  const std::uint32_t removed = id.generation + 1;  // the generation remove() leaves behind
+  if (slot->generation.load(std::memory_order_relaxed) != id.generation) {
+    // Stale. If it is this very cyclic that another remover is taking out
+    // while its handler runs, this caller's promise -- the handler is not
+    // running -- holds only once that handler returns, so wait too (a VM
+    // reset and a forced stop may drain the same device at once).
+    if (slot->generation.load(std::memory_order_relaxed) == removed && !handler_returned(*slot)) {
+#if !defined(VMM_MUTANT_SECOND_REMOVER_NO_WAIT)  // mutation-testing hook (tools/mutants)
+      wait_for_handler(lock, *loop, slot, removed, RacePoint::cyclic_remove_waiting, &handler_returned);
+#endif
+    }
+    return false;
+  }
 
   // From here on every handle is stale: a racing reprogram returns false.
+#if !defined(VMM_MUTANT_NO_GENERATION_BUMP)  // mutation-testing hook (tools/mutants)
   slot->generation.fetch_add(1, std::memory_order_relaxed);
+#endif
   loop->heap_update(slot, kNever);
 
   switch (slot->dispatch) {
@@ -204,10 +285,14 @@ bool CyclicSystem::remove(CyclicId id) noexcept {
       return true;
     case Dispatch::running:
       slot->doomed = true;
-      if (loop->on_loop_thread()) return true;  // its own handler: freed when it returns
-      slot->remover_waiting = true;
-      race_point(RacePoint::cyclic_remove_waiting);
-      loop->handler_done_.wait(lock, [slot] { return slot->dispatch != Dispatch::running; });
+#if defined(VMM_MUTANT_REMOVE_NO_WAIT)
+      return true;  // mutation-testing hook (tools/mutants): a remover that does not wait
+#endif
+      slot->remover_waiting = true;  // the slot stays ours while we wait
+      if (!wait_for_handler(lock, *loop, slot, removed, RacePoint::cyclic_remove_waiting, &handler_returned)) {
+        slot->remover_waiting = false;  // its own handler: freed when it returns
+        return true;
+      }
       release_slot(slot);
       return true;
   }
@@ -225,11 +310,9 @@ bool CyclicSystem::move(CyclicId id, EventLoop& to) noexcept {
       if (!lock) return false;
       if (from == &to) return true;
       if (slot->dispatch != Dispatch::idle) {
-        if (from->on_loop_thread()) return false;  // would wait for itself
-        from->handler_done_.wait(lock, [&] {
-          return slot->dispatch == Dispatch::idle ||
-                 slot->generation.load(std::memory_order_relaxed) != id.generation;
-        });
+        if (!wait_for_handler(lock, *from, slot, id.generation, RacePoint::cyclic_move_waiting, &dispatch_idle)) {
+          return false;  // would wait for itself
+        }
         continue;  // re-validate from the top
       }
     }

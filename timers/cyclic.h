@@ -9,7 +9,8 @@
 //  * remove() returns only when the handler is not running and never will
 //    again; called from the cyclic's own handler it does not wait.
 //  * Handles carry a generation, so a stale handle is detected, never aliased
-//    to a newer cyclic that reuses the slot.
+//    to a newer cyclic that reuses the slot (a slot is retired rather than
+//    let its 32-bit generation wrap).
 //
 // Lock rule (the one way to deadlock this API): remove() and move() called
 // from another thread wait for a running handler, so the caller must not hold
@@ -32,6 +33,7 @@ namespace vmm::timers {
 
 class EventLoop;
 struct CyclicSlot;
+enum class RacePoint : std::uint8_t;
 
 // A handle to a cyclic. A default-constructed handle refers to nothing.
 struct CyclicId {
@@ -72,8 +74,10 @@ struct LoopOptions {
 
 class CyclicSystem {
  public:
-  // `clock` must outlive the system; threaded loops need a monotonic clock
-  // (their timerfds wait on CLOCK_MONOTONIC). Throws std::system_error when a
+  // `clock` must outlive the system. Threaded loops need the monotonic clock
+  // (their timerfds wait on CLOCK_MONOTONIC): asked for on any other clock,
+  // whose time no timerfd follows, they would sleep through every deadline,
+  // so that throws std::invalid_argument. Throws std::system_error when a
   // loop's timerfd, eventfd, io_uring or thread cannot be created.
   explicit CyclicSystem(const Clock& clock = MonotonicClock::instance(),
                         LoopOptions options = {});
@@ -102,18 +106,25 @@ class CyclicSystem {
   // Never aborts; callable from any thread, including the cyclic's handler.
   [[nodiscard]] bool reprogram(CyclicId id, Nanos when) noexcept;
 
-  // Removes the cyclic. When it returns true the handler is not running and
-  // will never run again. From another thread it waits for a running handler
-  // to finish; from the cyclic's own handler it does not wait. Returns false
-  // at once for a stale or already-removed handle (a second remove does not
-  // wait for the first one's handler).
+  // Removes the cyclic. When it returns the handler is not running and will
+  // never run again. From another thread it waits for a running handler to
+  // finish; from the cyclic's own handler it does not wait, nor from a
+  // handler that the running handler is itself waiting for (two loops'
+  // handlers removing each other's cyclics: the one that would close the
+  // cycle does not wait, and the cyclic's handler finishes after it
+  // returns, as its own would). Returns true when
+  // this call removed it, false for a stale or already-removed handle -- but
+  // a second remove() racing the first, whose handler still runs, waits for
+  // that handler too before it returns false: every remover may free what
+  // the handler uses once its call returns.
   bool remove(CyclicId id) noexcept;
 
   // Moves the cyclic to `to`, keeping its next expiry and interval. From
   // another thread it waits until the handler is neither due in a batch nor
   // running. Returns false for a stale handle, or when called on the source
   // loop's own thread while the cyclic is due or running there (its own
-  // handler cannot move it; it would have to wait for itself).
+  // handler cannot move it; it would have to wait for itself), or from a
+  // handler that the cyclic's running handler is waiting for.
   bool move(CyclicId id, EventLoop& to) noexcept;
   // move() to loop_for_current_cpu().
   bool move_here(CyclicId id) noexcept;
@@ -127,17 +138,23 @@ class CyclicSystem {
 
  private:
   friend class EventLoop;
+  friend class CyclicSystemTestAccess;  // tests only: see cyclic_test.cc
 
   CyclicSlot* slot_for(CyclicId id) const noexcept;
   CyclicSlot* allocate_slot();
   void release_slot(CyclicSlot* slot) noexcept;  // caller holds the slot's loop lock
+  static std::unique_lock<std::mutex> lock_current_owner(CyclicSlot* slot, EventLoop*& owner);
   static std::unique_lock<std::mutex> lock_owner(CyclicSlot* slot, CyclicId id, EventLoop*& owner);
+  bool wait_for_handler(std::unique_lock<std::mutex>& lock, EventLoop& loop, CyclicSlot* slot,
+                        std::uint32_t generation, RacePoint point, bool (*settled)(const CyclicSlot&)) noexcept;
 
   const Clock& clock_;
   std::vector<std::unique_ptr<EventLoop>> loops_;
   std::vector<int> cpu_to_loop_;  // index: CPU number; -1 when no loop there
   struct SlotTable;
   std::unique_ptr<SlotTable> slots_;
+  // Guards every loop's waiting_for_; taken after a loop lock, never before.
+  std::mutex waits_mu_;
 };
 
 }  // namespace vmm::timers

@@ -23,6 +23,10 @@ std::thread::id current_thread() noexcept {
   return self;
 }
 
+// Set around each handler call, so that a remove() or move() made from a
+// handler knows which loop's dispatch it holds up while it waits.
+thread_local EventLoop* t_running_handler_of = nullptr;
+
 constexpr std::uint64_t kTimerTag = 1;
 constexpr std::uint64_t kDoorbellTag = 2;
 constexpr std::size_t kHeapArity = 4;
@@ -178,13 +182,32 @@ void EventLoop::arm_locked(Nanos deadline) {
 
 // ----------------------------------------------------------- dispatching
 
+bool EventLoop::begin_step() {
+  std::lock_guard lock(mu_);
+  // Turned away before anything is recorded: the thread already dispatching
+  // stays the loop's thread for its handlers.
+  if (threaded_ || stepping_) return false;
+  stepping_ = true;
+  loop_thread_.store(current_thread(), std::memory_order_relaxed);
+  return true;
+}
+
+void EventLoop::end_step() {
+  std::lock_guard lock(mu_);
+  stepping_ = false;
+}
+
 std::size_t EventLoop::run_due() {
+  if (!begin_step()) return 0;
+  const std::size_t ran = dispatch_due();
+  end_step();
+  return ran;
+}
+
+std::size_t EventLoop::dispatch_due() {
   const Nanos now = system_.clock().now();
   {
     std::lock_guard lock(mu_);
-    loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-    if (dispatching_) return 0;  // a handler called run_due on its own loop
-    dispatching_ = true;
     // Take every due cyclic out before running any: a handler may add,
     // remove or reprogram anything (itself included), and one that re-arms
     // itself in the past runs again in the next batch, not in a loop here.
@@ -194,8 +217,12 @@ std::size_t EventLoop::run_due() {
         slot->expiry = Expiry{slot->when, 1};
         heap_update(slot, kNever);  // parked until reprogrammed
       } else {
-        const auto missed = static_cast<std::uint64_t>((now - slot->when) / slot->interval);
-        const Nanos served = slot->when + static_cast<Nanos>(missed) * slot->interval;
+        // In unsigned arithmetic: how far behind a first deadline far in the
+        // past is can exceed what a Nanos holds; the deadline served cannot.
+        const std::uint64_t interval = static_cast<std::uint64_t>(slot->interval);
+        const std::uint64_t missed =
+            (static_cast<std::uint64_t>(now) - static_cast<std::uint64_t>(slot->when)) / interval;
+        const auto served = static_cast<Nanos>(static_cast<std::uint64_t>(slot->when) + missed * interval);
         slot->expiry = Expiry{served, missed + 1};
         heap_update(slot, add_saturating(served, slot->interval));
       }
@@ -220,9 +247,17 @@ std::size_t EventLoop::run_due() {
     void* const arg = slot->arg;
     const Expiry expiry = slot->expiry;
     lock.unlock();
+    EventLoop* const outer = t_running_handler_of;
+    t_running_handler_of = this;
     handler(arg, expiry);
+    t_running_handler_of = outer;
     ++ran;
     lock.lock();
+#if defined(VMM_MUTANT_ONESHOT_REARM_LOST)
+    // Mutation-testing hook (tools/mutants): a one-shot parked after its
+    // handler rather than before, losing a re-arm made while it ran.
+    if (slot->interval == kOneShot) heap_update(slot, kNever);
+#endif
     slot->dispatch = Dispatch::idle;
     if (slot->doomed) {
       slot->doomed = false;
@@ -237,7 +272,6 @@ std::size_t EventLoop::run_due() {
     handler_done_.notify_all();
   }
   batch_.clear();
-  dispatching_ = false;
   return ran;
 }
 
@@ -345,7 +379,7 @@ void EventLoop::drain_timerfd() {
 }
 
 std::size_t EventLoop::run_once(Nanos timeout) {
-  loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  if (!begin_step()) return 0;
   {
     std::lock_guard lock(mu_);
     if (earliest() <= system_.clock().now()) timeout = 0;
@@ -353,13 +387,14 @@ std::size_t EventLoop::run_once(Nanos timeout) {
   }
   const bool timer_fired = timeout != 0 && wait_for_events(timeout);
   run_posted();
-  const std::size_t ran = run_due();
+  const std::size_t ran = dispatch_due();
   if (timer_fired) drain_timerfd();
+  end_step();
   return ran;
 }
 
 void EventLoop::thread_main() {
-  loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  loop_thread_.store(current_thread(), std::memory_order_relaxed);
   for (;;) {
     {
       std::lock_guard lock(mu_);
@@ -367,13 +402,19 @@ void EventLoop::thread_main() {
     }
     const bool timer_fired = wait_for_events(kNever);
     run_posted();
-    run_due();
+    dispatch_due();
     if (timer_fired) drain_timerfd();
   }
   run_posted();  // work posted before stop still runs, so no promise is dropped
 }
 
 void EventLoop::start_thread(bool pin) {
+  {
+    std::lock_guard lock(mu_);
+    threaded_ = true;
+    // No thread is the loop's until its own says so, first thing.
+    loop_thread_.store(std::thread::id(), std::memory_order_relaxed);
+  }
   thread_ = std::thread([this] { thread_main(); });
   ::pthread_setname_np(thread_.native_handle(), name_.c_str());
   if (pin && cpu_ >= 0) {
@@ -401,6 +442,8 @@ void EventLoop::stop() {
 bool EventLoop::on_loop_thread() const noexcept {
   return current_thread() == loop_thread_.load(std::memory_order_relaxed);
 }
+
+EventLoop* EventLoop::running_handler_of() noexcept { return t_running_handler_of; }
 
 Nanos EventLoop::next_deadline() {
   std::lock_guard lock(mu_);

@@ -46,7 +46,12 @@ class EventLoop {
   int cpu() const noexcept { return cpu_; }  // -1 when not bound to a CPU
 
   // Caller-driven loops (LoopOptions::threads == false) are stepped with
-  // these; the calling thread becomes the loop's thread for the call.
+  // these, by one thread at a time; the stepping thread becomes the loop's
+  // thread. A call from a handler of this loop, from a second thread while
+  // one steps it, or on a threaded loop (whose own thread steps it) does
+  // nothing and returns 0: a second dispatcher would make on_loop_thread()
+  // lie to the first one's handlers, whose remove(self) would then wait for
+  // itself.
   // run_due: runs every cyclic due at clock().now(); returns handlers run.
   std::size_t run_due();
   // run_once: arms the timerfd, waits (at most `timeout`, or until a cyclic
@@ -62,8 +67,12 @@ class EventLoop {
   // Returns false after the loop was stopped.
   bool post(std::function<void()> task);
 
-  // True on the thread currently running this loop's handlers.
+  // True on the loop's own thread; for a caller-driven loop, on the thread
+  // stepping it (or that stepped it last, or created it).
   bool on_loop_thread() const noexcept;
+  // The loop whose cyclic handler the calling thread is running (the
+  // innermost one), or nullptr outside handlers.
+  static EventLoop* running_handler_of() noexcept;
 
   // Earliest deadline in the heap (kNever when empty) and what the timerfd
   // is armed at (kNever when disarmed).
@@ -94,6 +103,9 @@ class EventLoop {
   void arm_locked(Nanos deadline);
   void start_thread(bool pin);
   void thread_main();
+  std::size_t dispatch_due();  // the stepping thread, or the loop's own
+  bool begin_step();           // run_due/run_once: may this thread step it?
+  void end_step();
   bool wait_for_events(Nanos timeout);  // true when the timerfd fired
   void drain_timerfd();
   bool submit_poll(int fd, std::uint64_t tag);
@@ -112,9 +124,15 @@ class EventLoop {
   Nanos armed_ = kNever;          // what the timerfd is armed at
   bool arm_pending_ = false;      // arm before the next wait (loop-thread ops)
   // The loop's thread, or for a caller-driven loop the last thread that
-  // stepped it (it owns the loop until another thread steps it).
+  // stepped it (it owns the loop until another thread steps it). Written
+  // only by a thread that is about to dispatch, never by one turned away.
   std::atomic<std::thread::id> loop_thread_;
-  bool dispatching_ = false;      // run_due is under way (no re-entry)
+  bool threaded_ = false;         // its own thread steps it; set before that starts
+  bool stepping_ = false;         // a caller steps it now (no re-entry, no second stepper)
+  // The loop whose running handler one of this loop's handlers waits for
+  // (in remove or move). Guarded by the CyclicSystem's waits mutex, and
+  // followed to refuse a wait that would close a cycle of handlers.
+  EventLoop* waiting_for_ = nullptr;
   std::vector<std::function<void()>> posted_;
   bool stopping_ = false;
   LoopStats stats_;

@@ -7,7 +7,7 @@
 // Spec: a comma-separated list of `point:probability:max_us`, where point is
 // a race point name (race_point_name(): callout_reset_stored,
 // callout_glue_before_handler, device_handler_before_rearm,
-// callout_drain_before_remove, cyclic_remove_waiting,
+// callout_drain_before_remove, cyclic_remove_waiting, cyclic_move_waiting,
 // vcpu_exit_before_kick_ack) or `all`; probability is in [0, 1]; each hit
 // that is chosen sleeps a uniformly random time in [0, max_us] microseconds
 // (max_us <= 10,000,000). Later entries override earlier ones, so

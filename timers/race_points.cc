@@ -13,6 +13,7 @@ const char* race_point_name(RacePoint point) noexcept {
     case RacePoint::device_handler_before_rearm: return "device_handler_before_rearm";
     case RacePoint::callout_drain_before_remove: return "callout_drain_before_remove";
     case RacePoint::cyclic_remove_waiting: return "cyclic_remove_waiting";
+    case RacePoint::cyclic_move_waiting: return "cyclic_move_waiting";
     case RacePoint::vcpu_exit_before_kick_ack: return "vcpu_exit_before_kick_ack";
     case RacePoint::count_: break;
   }

@@ -23,7 +23,12 @@ enum class RacePoint : std::uint8_t {
   // Callout::drain stopped the callout and is about to remove its cyclic.
   callout_drain_before_remove,
   // A cyclic remove took the cyclic out and is about to wait for its handler.
+  // Reached without the loop's lock, as is every point here: a hook may park
+  // the thread while the rest of the loop goes on.
   cyclic_remove_waiting,
+  // A cyclic move found the cyclic due or running and is about to wait for
+  // its handler (meanwhile the cyclic may be removed and its slot reused).
+  cyclic_move_waiting,
   // A vCPU thread returned from KVM_RUN and has not yet acknowledged a kick.
   vcpu_exit_before_kick_ack,
   count_,

@@ -1,7 +1,8 @@
 // HPET against the IA-PC HPET 1.0a specification on a ManualClock: register
 // values, the counter, one-shot and periodic comparators in 32- and 64-bit
 // mode, level/edge and the status register, legacy replacement, FSB, the
-// timer-device lifecycle, the seed-002 race, and random guest traffic.
+// timer-device lifecycle, and random guest traffic. The seed races on the
+// HPET are in tests/seed_race/.
 #include "devices/hpet.h"
 
 #include <gtest/gtest.h>
@@ -16,16 +17,13 @@
 #include <vector>
 
 #include "tests/common/race_script.h"
-#include "tests/common/sync.h"
 #include "tests/devices/fakes.h"
 #include "timers/event_loop.h"
-#include "timers/race_points.h"
 
 namespace vmm::devices {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::RaceScript;
 using testing::FakeIrqLine;
 using testing::FakeMsiSink;
 using timers::kMicrosecond;
@@ -489,69 +487,6 @@ TEST_F(HpetTest, DrainThenResetRestoresPowerOn) {
   comparator(0, counter() + 100);
   at(clock.now() + 1000);
   EXPECT_EQ(runs(0), before + 1) << "usable again after reset";
-}
-
-// ------------------------------------------------------------ seed 002
-
-
-// illumos 12476 in vhpet: the comparator's handler is about to re-arm when a
-// VM reset on another CPU drains the callout. The drain must wait for the
-// handler, the handler's re-arm must be refused quietly, and the handler
-// must never run again.
-TEST_F(HpetTest, Seed002DrainWhileTheHandlerIsAboutToRearm) {
-  testing::LogCapture logs;
-  testing::Gate at_rearm, may_rearm, drain_returned;
-  std::atomic<int> rearm_points{0};
-  std::atomic<bool> remover_waited{false};
-  RaceScript script([&](timers::RacePoint point) {
-    if (point == timers::RacePoint::device_handler_before_rearm && rearm_points.fetch_add(1) == 0) {
-      at_rearm.open();
-      EXPECT_TRUE(may_rearm.wait_for(10s)) << "the drain never waited for the running handler";
-    }
-    if (point == timers::RacePoint::cyclic_remove_waiting) {
-      remover_waited = true;
-      may_rearm.open();
-    }
-  });
-
-  enable();
-  const Nanos start = clock.now();
-  start_periodic(0, counter() + 100'000, 100'000, kRoute20);
-  clock.set(start + kMillisecond);
-  std::thread timer_cpu([&] { system.loop(0).run_due(); });
-  if (!at_rearm.wait_for(10s)) {
-    timer_cpu.join();
-    FAIL() << "the handler never reached its re-arm point";
-  }
-  EXPECT_EQ(pins[20].rising_edges(), 1u);
-
-  std::thread reset_cpu([&] {
-    hpet->drain_timers();
-    drain_returned.open();
-  });
-  EXPECT_TRUE(drain_returned.wait_for(10s));
-  reset_cpu.join();
-  timer_cpu.join();
-
-  EXPECT_TRUE(remover_waited.load());
-  EXPECT_EQ(runs(0), 1u);
-  EXPECT_GE(hpet->stats().refused_rearms, 1u) << "the handler's re-arm after the drain must be refused";
-  EXPECT_EQ(hpet->armed(0), 0);
-  for (int i = 0; i < 100; ++i) {
-    clock.advance(kMillisecond);
-    EXPECT_EQ(system.loop(0).run_due(), 0u);
-  }
-  EXPECT_EQ(runs(0), 1u) << "a drained comparator's handler ran again";
-  EXPECT_EQ(pins[20].rising_edges(), 1u);
-  EXPECT_EQ(rearm_points.load(), 1);
-  EXPECT_EQ(logs.lines(), 0u) << "the refused re-arm is quiet";
-  // And the device comes back after reset.
-  hpet->reset(system.loop(0));
-  enable();
-  config(0, Hpet::kTimerIntEnable | kRoute20);
-  comparator(0, counter() + 100);
-  at(clock.now() + 1000);
-  EXPECT_EQ(runs(0), 2u);
 }
 
 // ------------------------------------------------------------ bad input

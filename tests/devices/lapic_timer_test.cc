@@ -195,10 +195,17 @@ TEST_F(LapicTimerTest, PauseKeepsTheDeadlineAndResumeFiresAMissedOne) {
 
 TEST_F(LapicTimerTest, DrainThenResetGivesPowerOnStateAndWorksAgain) {
   timer.write_lvt(0x47 | kPeriodic);
+  timer.write_divide_config(0xb);  // 1 ns per count
   timer.write_initial_count(1000);
+  run_until(clock.now() + 3000);
+  EXPECT_EQ(timer.stats().handler_runs, 3u);
   timer.drain_timers();
+  timer.write_initial_count(1000);
+  EXPECT_EQ(timer.stats().refused_rearms, 1u) << "a drained timer refuses the re-arm, and counts it";
+  delivered.clear();
   run_until(clock.now() + timers::kMillisecond);
   EXPECT_TRUE(delivered.empty());
+  EXPECT_EQ(timer.stats().handler_runs, 3u);
   timer.reset(system.loop(1));
   EXPECT_EQ(timer.read_lvt(), LapicTimer::kLvtMasked);
   timer.write_lvt(0x48);

@@ -4,14 +4,19 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "tests/common/race_script.h"
 #include "timers/event_loop.h"
+#include "timers/race_points.h"
 
 namespace vmm::timers {
 namespace {
+
+using namespace std::chrono_literals;
 
 // A device that follows the handler idiom of callout.h.
 struct Device {
@@ -252,6 +257,99 @@ TEST_F(CalloutTest, DrainRemovesAndFurtherResetsFailQuietly) {
   EXPECT_FALSE(dev.callout.bind(system.loop(1)));
   clock.advance(kSecond);
   EXPECT_EQ(run(), 0u);
+  EXPECT_EQ(system.live_count(), 0u);
+}
+
+// TimerDevice::drain_timers() promises that no handler runs once it
+// returns; two drains at once (a VM reset and a forced stop) must both keep
+// that promise, the second as much as the first.
+TEST_F(CalloutTest, TwoConcurrentDrainsBothWaitForTheRunningHandler) {
+  struct Parked {
+    std::mutex mu;
+    Callout callout;
+    vmm::testing::RemovalCheck* check = nullptr;
+    std::atomic<bool> returned{false};
+    static void on_timer(void* arg) {
+      auto* p = static_cast<Parked*>(arg);
+      {
+        std::lock_guard lock(p->mu);
+        EXPECT_TRUE(p->callout.claim());
+      }
+      p->check->park();
+      p->returned.store(true);
+    }
+  } parked;
+  vmm::testing::RemovalCheck check(2, [&] { return parked.returned.load(); });
+  vmm::testing::RaceScript script([&](RacePoint point) { check.on_point(point); });
+  parked.check = &check;
+  ASSERT_TRUE(parked.callout.init(system, system.loop(0), &Parked::on_timer, &parked));
+  {
+    std::lock_guard lock(parked.mu);
+    ASSERT_TRUE(parked.callout.reset(clock.now(), CalloutTime::absolute));
+  }
+  std::thread timer_cpu([&] { system.loop(0).run_due(); });
+  ASSERT_TRUE(check.wait_parked());
+  std::atomic<int> first_drains{0};
+  std::thread reset([&] { first_drains += check.remove([&] { return parked.callout.drain(); }) ? 1 : 0; });
+  std::thread force_stop([&] { first_drains += check.remove([&] { return parked.callout.drain(); }) ? 1 : 0; });
+  reset.join();
+  force_stop.join();
+  timer_cpu.join();
+  EXPECT_EQ(check.handler_returned_at_each_removal(), (std::vector<bool>{true, true}))
+      << "a drain returned while the handler ran";
+  EXPECT_EQ(first_drains.load(), 1);
+  EXPECT_FALSE(parked.callout.active());
+}
+
+// A drain racing the handler's own re-arm: the handler has passed
+// whatever check reset() makes before it stores its target (parked where a
+// relative reset reads the clock), the drain flags the callout and clears
+// its target, and only then does the handler store its new target and
+// reprogram the cyclic, which the drain has not removed yet. The drained
+// callout must not come out of this active with that target.
+TEST(CalloutDrainTest, ADrainRacingTheHandlersOwnReArmLeavesItInactive) {
+  vmm::testing::HookedClock clock;
+  CyclicSystem system{clock, LoopOptions{.loops = 1, .threads = false}};
+  struct Rearming {
+    std::mutex mu;
+    Callout callout;
+    std::atomic<bool> rearming{false};
+    bool rearmed = true;
+    static void on_timer(void* arg) {
+      auto* d = static_cast<Rearming*>(arg);
+      std::lock_guard lock(d->mu);
+      if (!d->callout.claim()) return;
+      d->rearming.store(true);
+      d->rearmed = d->callout.reset(kMillisecond, CalloutTime::relative);
+    }
+  } dev;
+  vmm::testing::Gate handler_parked, handler_may_go, drain_parked, drain_may_go;
+  clock.set_hook([&] {
+    if (!dev.rearming.exchange(false)) return;
+    handler_parked.open();
+    EXPECT_TRUE(handler_may_go.wait_for(10s));
+  });
+  vmm::testing::RaceScript script([&](RacePoint point) {
+    if (point != RacePoint::callout_drain_before_remove) return;
+    drain_parked.open();
+    EXPECT_TRUE(drain_may_go.wait_for(10s));
+  });
+  ASSERT_TRUE(dev.callout.init(system, system.loop(0), &Rearming::on_timer, &dev));
+  {
+    std::lock_guard lock(dev.mu);
+    ASSERT_TRUE(dev.callout.reset(clock.now(), CalloutTime::absolute));
+  }
+  std::thread timer_cpu([&] { system.loop(0).run_due(); });
+  ASSERT_TRUE(handler_parked.wait_for(10s));
+  std::thread vm_reset([&] { EXPECT_TRUE(dev.callout.drain()); });
+  ASSERT_TRUE(drain_parked.wait_for(10s));
+  handler_may_go.open();
+  timer_cpu.join();
+  drain_may_go.open();
+  vm_reset.join();
+  EXPECT_FALSE(dev.callout.active()) << "drained, yet active with the target its handler stored";
+  EXPECT_EQ(dev.callout.target(), 0);
+  EXPECT_FALSE(dev.rearmed) << "a re-arm racing a drain that had begun must be refused";
   EXPECT_EQ(system.live_count(), 0u);
 }
 

@@ -8,17 +8,32 @@
 #include <map>
 #include <atomic>
 #include <deque>
+#include <limits>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "tests/common/race_script.h"
 #include "tests/common/sync.h"
+#include "timers/cyclic_slot.h"
 #include "timers/event_loop.h"
+#include "timers/race_points.h"
 
 namespace vmm::timers {
+
+// Reaches into a slot where only a test may: to start a generation where a
+// wrap would be four billion removals away.
+class CyclicSystemTestAccess {
+ public:
+  static void set_generation(CyclicSystem& system, CyclicId id, std::uint32_t generation) {
+    system.slot_for(id)->generation.store(generation);
+  }
+};
+
 namespace {
 
 using vmm::testing::Gate;
+using namespace std::chrono_literals;
 
 struct Recorder {
   std::vector<Expiry> calls{};
@@ -41,6 +56,44 @@ class CyclicTest : public ::testing::Test {
 
   CyclicId add_one_shot(Nanos when, EventLoop* loop = nullptr) {
     return system.add(&Recorder::handler, &rec, when, kOneShot, loop ? *loop : loop0);
+  }
+
+  // A cyclic's handler runs on a thread of its own and parks until each of
+  // `removers` threads calling remove() waits for it or has returned.
+  struct Removal {
+    std::vector<bool> handler_returned_at_each_removal;  // what each remover saw as it returned
+    int removed = 0;                                     // removers that got true
+    int waited = 0;                                      // removers that reached the wait
+  };
+  Removal remove_while_its_handler_runs(int removers, Nanos interval) {
+    struct Handler {
+      vmm::testing::RemovalCheck* check = nullptr;
+      std::atomic<bool> returned{false};
+      static void run(void* arg, const Expiry&) {
+        auto* h = static_cast<Handler*>(arg);
+        h->check->park();
+        h->returned.store(true);
+      }
+    } h;
+    vmm::testing::RemovalCheck check(removers, [&] { return h.returned.load(); });
+    vmm::testing::RaceScript script([&](RacePoint point) { check.on_point(point); });
+    h.check = &check;
+    const CyclicId id = system.add(&Handler::run, &h, clock.now(), interval, loop0);
+    std::thread loop_thread([&] { loop0.run_due(); });
+    Removal out;
+    std::atomic<int> removed{0};
+    if (check.wait_parked()) {
+      std::vector<std::thread> threads;
+      for (int i = 0; i < removers; ++i) {
+        threads.emplace_back([&] { removed += check.remove([&] { return system.remove(id); }) ? 1 : 0; });
+      }
+      for (auto& t : threads) t.join();
+    }
+    loop_thread.join();
+    out.handler_returned_at_each_removal = check.handler_returned_at_each_removal();
+    out.removed = removed.load();
+    out.waited = check.removers_that_waited();
+    return out;
   }
 };
 
@@ -96,6 +149,33 @@ TEST_F(CyclicTest, PeriodicOverrunsAreCountedNotLost) {
   clock.set(start + 4 * kMillisecond);
   loop0.run_due();
   EXPECT_EQ(rec.calls[1].count, 1u);
+}
+
+// A periodic cyclic whose first deadline lies further in the past than a
+// Nanos can span (now - first overflows int64): the expiry count and the
+// deadline served are exact, with no signed overflow on the way (which
+// UndefinedBehaviorSanitizer would report in the asan build).
+TEST_F(CyclicTest, PeriodicCatchUpFromAnExtremeFirstDeadlineIsExact) {
+  struct Case {
+    Nanos first;
+    Nanos interval;
+  };
+  constexpr Nanos kMin = std::numeric_limits<Nanos>::min();
+  for (const Case c : {Case{kMin, kSecond}, Case{kMin + 7, 3}, Case{kMin, kNever - 1}, Case{-kNever + 1, kNever / 2}}) {
+    SCOPED_TRACE(::testing::Message() << "first " << c.first << " interval " << c.interval);
+    rec.calls.clear();
+    const CyclicId id = system.add(&Recorder::handler, &rec, c.first, c.interval, loop0);
+    ASSERT_TRUE(id.valid());
+    ASSERT_EQ(loop0.run_due(), 1u);
+    const __int128 span = static_cast<__int128>(clock.now()) - c.first;
+    const __int128 missed = span / c.interval;
+    ASSERT_EQ(rec.calls.size(), 1u);
+    EXPECT_EQ(static_cast<__int128>(rec.calls[0].count), missed + 1);
+    EXPECT_EQ(static_cast<__int128>(rec.calls[0].deadline), c.first + missed * c.interval);
+    EXPECT_LE(rec.calls[0].deadline, clock.now());
+    EXPECT_GT(system.when(id), clock.now());
+    EXPECT_TRUE(system.remove(id));
+  }
 }
 
 TEST_F(CyclicTest, AddRejectsInvalidArguments) {
@@ -155,6 +235,25 @@ TEST_F(CyclicTest, ReusedSlotGetsANewGenerationAndOldHandlesStayStale) {
   EXPECT_FALSE(system.reprogram(first, clock.now()));  // ...but never aliased
   EXPECT_FALSE(system.remove(first));
   EXPECT_EQ(system.when(second), clock.now() + 20);
+}
+
+// A slot's 32-bit generation, bumped at every removal, must never come
+// round to a value a handle was given before: a handle kept that long (a
+// drained callout's, say) would then reach a cyclic it never knew. Started
+// near the top of the range instead of after four billion removals.
+TEST_F(CyclicTest, AGenerationNeverWrapsRoundToAHandleGivenBefore) {
+  const CyclicId original = add_one_shot(clock.now() + 10);
+  CyclicSystemTestAccess::set_generation(system, original, std::numeric_limits<std::uint32_t>::max() - 1);
+  CyclicId current{original.index, std::numeric_limits<std::uint32_t>::max() - 1};
+  std::vector<CyclicId> given{original};
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(system.remove(current));
+    current = add_one_shot(clock.now() + 10);
+    for (const CyclicId old : given) EXPECT_NE(current, old) << "handle " << i << " repeats an earlier one";
+    given.push_back(current);
+    EXPECT_FALSE(system.reprogram(original, clock.now())) << "the first handle reached cyclic " << i;
+  }
+  EXPECT_EQ(system.live_count(), 1u);
 }
 
 TEST_F(CyclicTest, ReprogramToNeverParks) {
@@ -388,6 +487,201 @@ TEST_F(CyclicTest, RunDueInsideAHandlerDoesNotReenter) {
   EXPECT_EQ(r.inner, 0u);
 }
 
+// A second thread stepping a caller-driven loop while another steps it is
+// turned away without becoming the loop's thread: its remove() of the
+// running cyclic waits like any remover's, and the handler's remove(self)
+// does not wait for itself.
+TEST_F(CyclicTest, ASecondStepperIsTurnedAwayAndItsRemoveWaits) {
+  struct Handler {
+    CyclicSystem* system = nullptr;
+    CyclicId self;
+    vmm::testing::RemovalCheck* check = nullptr;
+    std::atomic<bool> returned{false};
+    bool removed_itself = true;
+    static void run(void* arg, const Expiry&) {
+      auto* h = static_cast<Handler*>(arg);
+      h->check->park();
+      h->removed_itself = h->system->remove(h->self);  // already removed: false, at once
+      h->returned.store(true);
+    }
+  } h;
+  vmm::testing::RemovalCheck check(1, [&] { return h.returned.load(); });
+  vmm::testing::RaceScript script([&](RacePoint point) { check.on_point(point); });
+  h.system = &system;
+  h.check = &check;
+  h.self = system.add(&Handler::run, &h, clock.now(), kOneShot, loop0);
+
+  std::thread stepper([&] { EXPECT_EQ(loop0.run_due(), 1u); });
+  ASSERT_TRUE(check.wait_parked());
+  EXPECT_EQ(loop0.run_due(), 0u) << "a second stepper must be turned away";
+  EXPECT_EQ(loop0.run_once(0), 0u);
+  EXPECT_FALSE(loop0.on_loop_thread());
+  EXPECT_TRUE(check.remove([&] { return system.remove(h.self); }));
+  stepper.join();
+  EXPECT_EQ(check.handler_returned_at_each_removal(), std::vector<bool>{true})
+      << "remove() returned while the handler it removed was running";
+  EXPECT_FALSE(h.removed_itself);
+  EXPECT_EQ(system.live_count(), 0u);
+}
+
+// The race points a remover and a mover pass before they wait are reached
+// without the loop's lock: a hook parked there until the running handler
+// has re-armed itself (which takes that lock) and returned must not hang.
+TEST_F(CyclicTest, RemoveAndMoveReachTheirRacePointsWithoutTheLoopLock) {
+  struct Handler {
+    CyclicSystem* system = nullptr;
+    CyclicId self;
+    Gate started, may_rearm, returned;
+    bool rearmed = false;
+    static void run(void* arg, const Expiry&) {
+      auto* h = static_cast<Handler*>(arg);
+      h->started.open();
+      EXPECT_TRUE(h->may_rearm.wait_for(10s));
+      h->rearmed = h->system->reprogram(h->self, kNever);
+      h->returned.open();
+    }
+  };
+  for (const RacePoint point : {RacePoint::cyclic_remove_waiting, RacePoint::cyclic_move_waiting}) {
+    SCOPED_TRACE(race_point_name(point));
+    Handler h;
+    h.system = &system;
+    vmm::testing::RaceScript script([&](RacePoint reached) {
+      if (reached != point) return;
+      h.may_rearm.open();
+      EXPECT_TRUE(h.returned.wait_for(10s)) << "the hook held a lock the handler needs";
+    });
+    h.self = system.add(&Handler::run, &h, clock.now(), kOneShot, loop0);
+    std::thread stepper([&] { loop0.run_due(); });
+    ASSERT_TRUE(h.started.wait_for(10s));
+    if (point == RacePoint::cyclic_remove_waiting) {
+      EXPECT_TRUE(system.remove(h.self));
+      EXPECT_FALSE(h.rearmed) << "removed before the re-arm";
+    } else {
+      EXPECT_TRUE(system.move(h.self, loop1));
+      EXPECT_TRUE(h.rearmed);
+      EXPECT_EQ(system.loop_of(h.self), &loop1);
+      EXPECT_TRUE(system.remove(h.self));
+    }
+    stepper.join();
+  }
+  EXPECT_EQ(system.live_count(), 0u);
+}
+
+// A mover that waits for a running handler may wake to find the cyclic
+// removed and its slot reused by another loop, whose lock now guards the
+// slot. It must not look at the slot under the old loop's lock: forced
+// here, and ThreadSanitizer reports such a read.
+TEST_F(CyclicTest, AMoverWakingToAReusedSlotDoesNotReadItUnderTheOldLoopsLock) {
+  struct Handler {
+    Gate started, release;
+    static void run(void* arg, const Expiry&) {
+      auto* h = static_cast<Handler*>(arg);
+      h->started.open();
+      EXPECT_TRUE(h->release.wait_for(10s));
+    }
+  } h;
+  Gate mover_waiting, mover_may_wait;
+  vmm::testing::RaceScript script([&](RacePoint point) {
+    if (point == RacePoint::cyclic_remove_waiting) h.release.open();
+    if (point == RacePoint::cyclic_move_waiting) {
+      mover_waiting.open();
+      EXPECT_TRUE(mover_may_wait.wait_for(10s));
+    }
+  });
+  const CyclicId id = system.add(&Handler::run, &h, clock.now(), kOneShot, loop0);
+  std::thread stepper([&] { loop0.run_due(); });
+  ASSERT_TRUE(h.started.wait_for(10s));
+  bool moved = true;
+  std::thread mover([&] { moved = system.move(id, loop1); });
+  ASSERT_TRUE(mover_waiting.wait_for(10s));
+  EXPECT_TRUE(system.remove(id));
+  stepper.join();
+
+  // The mover goes on while the slot is reused on loop 1 and dispatched
+  // there; nothing orders its look at the slot after these writes.
+  mover_may_wait.open();
+  const CyclicId reused = add_one_shot(clock.now(), &loop1);
+  EXPECT_EQ(reused.index, id.index) << "the freed slot is the next one handed out";
+  EXPECT_EQ(loop1.run_due(), 1u);
+  mover.join();
+  EXPECT_FALSE(moved) << "the cyclic was removed";
+  EXPECT_EQ(system.loop_of(reused), &loop1);
+  EXPECT_EQ(rec.calls.size(), 1u);
+}
+
+// Two threads remove the same running cyclic (a VM reset and a forced
+// stop): the second call finds the handle already stale, and must still
+// return only once the handler has, or its caller may free what the
+// handler uses.
+TEST_F(CyclicTest, ASecondConcurrentRemoveAlsoWaitsForTheRunningHandler) {
+  const Removal removal = remove_while_its_handler_runs(2, kOneShot);
+  EXPECT_EQ(removal.handler_returned_at_each_removal, (std::vector<bool>{true, true}))
+      << "a remover returned while the handler ran";
+  EXPECT_EQ(removal.removed, 1) << "exactly one of them removed it";
+  EXPECT_EQ(system.live_count(), 0u);
+}
+
+// Two loops' handlers remove (or move) each other's cyclics: the first
+// waits for the second handler, which must then not wait for the first, or
+// neither loop ever runs again. Caller-driven loops on two threads, so a
+// deadlock fails the test instead of hanging it.
+TEST(CyclicCrossLoopTest, HandlersOfTwoLoopsRemovingEachOthersCyclicsDoNotDeadlock) {
+  for (const bool second_moves : {false, true}) {
+    SCOPED_TRACE(second_moves ? "the second handler moves" : "the second handler removes");
+    ManualClock clock{kSecond};
+    auto system = std::make_unique<CyclicSystem>(clock, LoopOptions{.loops = 2, .threads = false});
+    struct Handler {
+      CyclicSystem* system = nullptr;
+      CyclicId other;
+      EventLoop* move_to = nullptr;  // move `other` there instead of removing it
+      Gate started, go, done;
+      bool result = false;
+      static void run(void* arg, const Expiry&) {
+        auto* h = static_cast<Handler*>(arg);
+        h->started.open();
+        EXPECT_TRUE(h->go.wait_for(10s));
+        h->result = h->move_to != nullptr ? h->system->move(h->other, *h->move_to) : h->system->remove(h->other);
+        h->done.open();
+      }
+    } first, second;
+    first.system = second.system = system.get();
+    if (second_moves) second.move_to = &system->loop(1);
+    vmm::testing::RaceScript script([&](RacePoint point) {
+      // The first handler is about to wait for the second: let it go on.
+      if (point == RacePoint::cyclic_remove_waiting) second.go.open();
+    });
+    const CyclicId a = system->add(&Handler::run, &first, clock.now(), kOneShot, system->loop(0));
+    const CyclicId b = system->add(&Handler::run, &second, clock.now(), kOneShot, system->loop(1));
+    first.other = b;
+    second.other = a;
+    Gate stepped0, stepped1;
+    std::thread loop0([&] { system->loop(0).run_due(); stepped0.open(); });
+    std::thread loop1([&] { system->loop(1).run_due(); stepped1.open(); });
+    ASSERT_TRUE(first.started.wait_for(10s));
+    ASSERT_TRUE(second.started.wait_for(10s));
+    first.go.open();
+    const bool finished = stepped0.wait_for(10s) && stepped1.wait_for(10s);
+    EXPECT_TRUE(finished) << "the two handlers wait for each other";
+    if (!finished) {
+      // Nothing will wake them: leave them, and what they use, behind.
+      loop0.detach();
+      loop1.detach();
+      (void)system.release();
+      return;
+    }
+    loop0.join();
+    loop1.join();
+    EXPECT_TRUE(first.result) << "the first remover waited for the second handler and removed its cyclic";
+    if (second_moves) {
+      EXPECT_FALSE(second.result) << "a move that would wait for its own waiter is refused";
+      EXPECT_TRUE(system->remove(a));
+    } else {
+      EXPECT_TRUE(second.result) << "removed, without waiting for the handler that waits for it";
+    }
+    EXPECT_EQ(system->live_count(), 0u);
+  }
+}
+
 // --- moving
 
 TEST_F(CyclicTest, MoveKeepsExpiryAndIntervalAndFiresOnlyOnTheNewLoop) {
@@ -432,40 +726,18 @@ TEST_F(CyclicTest, MoveToALoopOfAnotherSystemIsRefused) {
 
 // --- removal waits for a running handler (other thread)
 
+// The handler stays parked until the remover either waits for it or has
+// returned, and the remover checks at its return that the handler had
+// returned: a remover that did not wait is caught without any sleep.
 TEST_F(CyclicTest, RemoveFromAnotherThreadWaitsForTheRunningHandler) {
-  Gate handler_started, release_handler;
-  std::atomic<bool> handler_finished{false};
-  struct Ctx {
-    Gate* started;
-    Gate* release;
-    std::atomic<bool>* finished;
-  } ctx{&handler_started, &release_handler, &handler_finished};
-  const CyclicId id = system.add(
-      [](void* arg, const Expiry&) {
-        auto* c = static_cast<Ctx*>(arg);
-        c->started->open();
-        c->release->wait();
-        c->finished->store(true);
-      },
-      &ctx, clock.now(), kMillisecond, loop0);
-  std::thread loop_thread([&] { loop0.run_due(); });
-  handler_started.wait();
-
-  std::atomic<bool> removed{false};
-  std::thread remover([&] {
-    EXPECT_TRUE(system.remove(id));
-    // The promise: when remove returns, the handler has finished.
-    EXPECT_TRUE(handler_finished.load());
-    removed.store(true);
-  });
-  // Give the remover every chance to return early if it were going to.
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_FALSE(removed.load());
-  release_handler.open();
-  remover.join();
-  loop_thread.join();
-  EXPECT_TRUE(removed.load());
+  const Removal removal = remove_while_its_handler_runs(1, kMillisecond);
+  EXPECT_EQ(removal.waited, 1);
+  EXPECT_EQ(removal.handler_returned_at_each_removal, std::vector<bool>{true})
+      << "remove() returned while the handler ran";
+  EXPECT_EQ(removal.removed, 1);
   EXPECT_EQ(system.live_count(), 0u);
+  clock.advance(kSecond);
+  EXPECT_EQ(loop0.run_due(), 0u) << "a removed periodic cyclic ran again";
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -129,6 +130,52 @@ TEST(EventLoopTest, PostedWorkRunsOnTheLoopThreadInOrder) {
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
   EXPECT_TRUE(all_on_loop.load());
   EXPECT_FALSE(loop.on_loop_thread());
+}
+
+// A threaded loop waits on a CLOCK_MONOTONIC timerfd, which knows nothing of
+// another clock: on a manual clock its cyclics would never fire however far
+// the clock moved. Refused when the system is made, not discovered later.
+TEST(EventLoopTest, ThreadedLoopsOnAClockTheTimerfdCannotFollowAreRefused) {
+  ManualClock manual;
+  EXPECT_THROW(CyclicSystem(manual, LoopOptions{.loops = 1}), std::invalid_argument);
+  EXPECT_NO_THROW(CyclicSystem(manual, LoopOptions{.loops = 1, .threads = false}));
+  EXPECT_NO_THROW(CyclicSystem(mono, LoopOptions{.loops = 1}));
+}
+
+// Another thread stepping a threaded loop used to record itself as the
+// loop's thread: its remove() of the running cyclic then returned at once,
+// and that handler's own remove(self) waited for itself for ever.
+TEST(EventLoopTest, AnotherThreadCannotStepAThreadedLoopNorBecomeItsThread) {
+  struct Handler {
+    CyclicSystem* system = nullptr;
+    CyclicId self;
+    Gate started, release, done;
+    std::atomic<bool> loop_taken_over{false};
+    bool removed_itself = false;
+    static void run(void* arg, const Expiry&) {
+      auto* h = static_cast<Handler*>(arg);
+      h->started.open();
+      EXPECT_TRUE(h->release.wait_for(10s));
+      // Skipped once the test saw the loop taken over: it would never return.
+      if (!h->loop_taken_over.load()) h->removed_itself = h->system->remove(h->self);
+      h->done.open();
+    }
+  } h;
+  CyclicSystem system(mono, LoopOptions{.loops = 1, .pin = false});
+  h.system = &system;
+  EventLoop& loop = system.loop(0);
+  h.self = system.add(&Handler::run, &h, mono.now(), kOneShot, loop);
+  ASSERT_TRUE(h.started.wait_for(10s));
+
+  EXPECT_EQ(loop.run_due(), 0u);
+  EXPECT_EQ(loop.run_once(0), 0u);
+  EXPECT_EQ(loop.run_once(kMillisecond), 0u);
+  h.loop_taken_over.store(loop.on_loop_thread());
+  EXPECT_FALSE(h.loop_taken_over.load()) << "a thread that only asked to step the loop became its thread";
+  h.release.open();
+  ASSERT_TRUE(h.done.wait_for(10s));
+  EXPECT_TRUE(h.removed_itself || h.loop_taken_over.load());
+  EXPECT_FALSE(system.remove(h.self)) << "removed by its own handler";
 }
 
 // The arming policy, observed through LoopStats on a caller-driven loop on
