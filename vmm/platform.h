@@ -18,6 +18,7 @@
 //   port 0xF4-0xF7              debug exit (QEMU isa-debug-exit semantics)
 //   port 0xFF0-0xFF3            boot-progress milestones
 //   port 0x80                   POST/delay port: ignored (Linux's outb_p)
+//   port 0x505                  pvpanic (ACPI QEMU0001): the guest kernel panicked
 //   MMIO 0xFEC00000 (4 KiB)     IOAPIC, 24 pins
 //   MMIO 0xFED00000 (1 KiB)     HPET, 3 comparators (when enabled)
 #pragma once
@@ -38,6 +39,7 @@
 #include "devices/isa_irq.h"
 #include "devices/pic.h"
 #include "devices/pit.h"
+#include "devices/pvpanic.h"
 #include "devices/rtc.h"
 #include "devices/serial.h"
 #include "timers/cyclic.h"
@@ -51,6 +53,7 @@ struct PlatformEvents {
   std::function<void(const char* source)> reset;   // i8042 0xFE, reset register
   std::function<void()> poweroff;                  // ACPI S5
   std::function<void(std::uint64_t status)> debug_exit;
+  std::function<void()> guest_panic;               // pvpanic
   std::function<void(bool asserted)> pic_output;   // 8259 INT line
 };
 
@@ -118,6 +121,7 @@ class Platform {
   devices::Serial serial_;
   devices::I8042 i8042_;
   devices::DebugExit debug_exit_;
+  devices::PvPanic pvpanic_;
   devices::BootProgress boot_progress_;
   devices::AcpiPm acpi_pm_;
   devices::Pit pit_;

@@ -92,6 +92,7 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
           [this](const char* source) { post(Request::reset, 0, source); },
           [this] { post(Request::poweroff, 0, "ACPI S5"); },
           [this](std::uint64_t status) { post(Request::debug_exit, status); },
+          [this] { post(Request::guest_panic, 0, "the guest kernel panicked (pvpanic)"); },
           [this](bool asserted) {
             // vCPU 0 injects the PIC's ExtINT before it next enters the
             // guest; make it leave KVM_RUN (a halted vCPU 0 would not).
@@ -315,6 +316,8 @@ VmOutcome Vm::run() {
                    "guest wrote the debug-exit port (status " + std::to_string(report.value) + ")");
       case Request::fatal:
         return end(VmEnd::guest_error, kExitGuestError, report.message);
+      case Request::guest_panic:
+        return end(VmEnd::guest_panic, kExitGuestPanic, report.message);
       case Request::pause:
         do_pause();
         break;

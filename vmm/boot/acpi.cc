@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "devices/error.h"
+#include "devices/pvpanic.h"
 #include "vmm/boot/acpi_tables.h"
 #include "vmm/boot/aml.h"
 #include "vmm/boot/layout.h"
@@ -214,6 +215,9 @@ std::vector<std::uint8_t> dsdt_aml(const AcpiConfig& config) {
                       name("_CRS", ResourceTemplate().io(0x60, 1).io(0x64, 1).irq(1).buffer())}),
       device("RTC", {name("_HID", eisa_id("PNP0B00")),
                      name("_CRS", ResourceTemplate().io(0x70, 2).irq(8).buffer())}),
+      // pvpanic, as QEMU names it: Linux's pvpanic driver binds to this ID.
+      device("PEVT", {name("_HID", string("QEMU0001")),
+                      name("_CRS", ResourceTemplate().io(devices::PvPanic::kPort, 1).buffer())}),
   };
   if (config.hpet) {
     devices.push_back(device("HPET", {name("_HID", eisa_id("PNP0103")),
