@@ -37,7 +37,8 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
                    },
                    [this] {
                      if (events_.reset) events_.reset("ACPI reset register");
-                   }}),
+                   }},
+               timers.clock()),
       pit_(timers, timer_loop, isa_.line(0)),
       rtc_(timers, timer_loop, isa_.line(8)) {
   if (config.serial_output == nullptr) throw Error("platform: no serial output");
@@ -64,6 +65,7 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
   pio_.insert(devices::Serial::kCom1Base, devices::Serial::kSize, serial_, "com1");
   pio_.insert(acpi::kPm1aEventPort, acpi::kPm1EventLength, acpi_pm_.event_block(), "pm1a event");
   pio_.insert(acpi::kPm1aControlPort, acpi::kPm1ControlLength, acpi_pm_.control_block(), "pm1a control");
+  pio_.insert(acpi::kPmTimerPort, acpi::kPmTimerLength, acpi_pm_.pm_timer(), "pm timer");
   pio_.insert(acpi::kResetPort, 1, acpi_pm_.reset_port(), "reset control");
   pio_.insert(devices::DebugExit::kPort, devices::DebugExit::kSize, debug_exit_, "debug exit");
   pio_.insert(devices::PvPanic::kPort, devices::PvPanic::kSize, pvpanic_, "pvpanic");

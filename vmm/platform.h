@@ -14,6 +14,7 @@
 //   port 0x70-0x71              MC146818 RTC/CMOS (IRQ 8)
 //   port 0x3F8-0x3FF            16550A COM1 (IRQ 4)
 //   port 0x600-0x605            ACPI PM1a event/control (SCI = IRQ 9)
+//   port 0x608-0x60B            ACPI PM timer (3.579545 MHz, 24 bits)
 //   port 0xCF9                  reset control (the FADT's reset register)
 //   port 0xF4-0xF7              debug exit (QEMU isa-debug-exit semantics)
 //   port 0xFF0-0xFF3            boot-progress milestones

@@ -117,6 +117,13 @@ TEST_F(AcpiFixture, FadtDescribesPmBlocksResetRegisterAndDsdt) {
   EXPECT_EQ(test::by_value(fadt.x_pm1a_cnt_blk.space_id), kAddressSpaceSystemIo);
   EXPECT_EQ(test::by_value(fadt.x_pm1a_cnt_blk.address), kPm1aControlPort);
   EXPECT_EQ(test::by_value(fadt.x_pm1a_cnt_blk.bit_width), 16);
+  // The PM timer: Linux's acpi_pm clocksource reads it here, 24 bits wide.
+  EXPECT_EQ(test::by_value(fadt.pm_tmr_blk), 0x608u);
+  EXPECT_EQ(test::by_value(fadt.pm_tmr_len), 4);
+  EXPECT_EQ(test::by_value(fadt.x_pm_tmr_blk.space_id), kAddressSpaceSystemIo);
+  EXPECT_EQ(test::by_value(fadt.x_pm_tmr_blk.address), 0x608u);
+  EXPECT_EQ(test::by_value(fadt.x_pm_tmr_blk.bit_width), 32);
+  EXPECT_EQ(test::by_value(fadt.flags) & (1u << 8), 0u) << "TMR_VAL_EXT clear: a 24-bit counter";
 
   EXPECT_TRUE(fadt.flags & kFadtResetRegSupported);
   EXPECT_FALSE(fadt.flags & kFadtHardwareReduced);
