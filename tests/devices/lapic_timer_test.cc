@@ -218,7 +218,6 @@ TEST_F(LapicTimerTest, DrainThenResetGivesPowerOnStateAndWorksAgain) {
 }
 
 TEST_F(LapicTimerTest, PeriodShorterThanTheFloorFiresInWholePeriodsOnItsGrid) {
-  testing::LogCapture logs;
   timer.write_lvt(0x49 | kPeriodic);
   timer.write_divide_config(0xb);  // 1 ns per count
   const Nanos start = clock.now();
@@ -232,7 +231,6 @@ TEST_F(LapicTimerTest, PeriodShorterThanTheFloorFiresInWholePeriodsOnItsGrid) {
   // The guest still sees its own period in the count: 10 us into a period.
   clock.set(start + 640'000);
   EXPECT_EQ(timer.read_current_count(), 20'000u);
-  EXPECT_GE(logs.lines(), 1u) << "the coalescing is worth a (rate-limited) line";
 }
 
 TEST_F(LapicTimerTest, PeriodOfOneCountDoesNotSpinTheLoop) {
