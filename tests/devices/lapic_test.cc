@@ -372,6 +372,10 @@ TEST_F(LapicTest, Lint1NmiOnRisingEdgesOnly) {
   bsp.set_lint(1, true);
   EXPECT_TRUE(bsp.take_events().nmi) << "NMIs coalesce while one waits";
   EXPECT_FALSE(bsp.take_events().nmi);
+  wr(bsp, Lapic::kRegLvtLint1, kNmi | kMasked);
+  bsp.set_lint(1, false);
+  bsp.set_lint(1, true);
+  EXPECT_FALSE(bsp.take_events().nmi) << "a masked LINT1 delivers nothing";
 }
 
 TEST_F(LapicTest, LintFixedLevelTriggeredUsesRemoteIrr) {
