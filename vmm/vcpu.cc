@@ -507,8 +507,10 @@ VcpuThread::Outcome VcpuThread::handle_io() noexcept {
   }
   if (!claimed) {
     counters_.unhandled_io.fetch_add(1, std::memory_order_relaxed);
+    // Debug, not a warning: guests probe for hardware that is not there
+    // (Linux reads the PCI, COM2-4 and VGA ports at every boot).
     if (g_unclaimed_pio_log.allow()) {
-      spdlog::warn("vcpu {}: {} of unclaimed port {:#x} ({} byte{}{}), {} ({} similar suppressed)", index_,
+      spdlog::debug("vcpu {}: {} of unclaimed port {:#x} ({} byte{}{}), {} ({} similar suppressed)", index_,
                    in ? "read" : "write", io.port, size, size == 1 ? "" : "s",
                    count > 1 ? ", x" + std::to_string(count) : std::string(),
                    in ? "reads as all ones" : "dropped", g_unclaimed_pio_log.take_suppressed());
