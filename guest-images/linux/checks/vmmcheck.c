@@ -166,7 +166,11 @@ static int cmos(int set, long index, long value)
     return 0;
 }
 
-/* The sum over CPUs of the /proc/interrupts line whose last column is name. */
+/*
+ * The sum over CPUs of the /proc/interrupts line named `name`: by its label
+ * ("LOC", "NMI", or a number) or by its last column, the handler's name
+ * ("timer", "rtc0").
+ */
 static long long irq_count(const char *name)
 {
     FILE *f = fopen("/proc/interrupts", "r");
@@ -181,8 +185,14 @@ static long long irq_count(const char *name)
         size_t n = strlen(line);
         while (n && (line[n - 1] == '\n' || line[n - 1] == ' '))
             line[--n] = 0;
-        const char *last = strrchr(line, ' ');
-        if (!last || strcmp(last + 1, name) != 0)
+        const char *label = line;
+        while (*label == ' ')
+            label++;
+        const size_t label_len = (size_t)(colon - label);
+        const char *last = strrchr(colon, ' ');
+        const int by_label = strlen(name) == label_len && !strncmp(label, name, label_len);
+        const int by_handler = last && !strcmp(last + 1, name);
+        if (!by_label && !by_handler)
             continue;
         long long sum = 0;
         char *p = colon + 1;
