@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/json_report.h"
 #include "tests/common/skip.h"
 #include "tests/common/subprocess.h"
 
@@ -71,12 +72,7 @@ StressRun run_stress(std::vector<std::string> args, bool inject = true) {
 #endif
   StressRun run;
   run.process = run_process(argv, kRunTimeout);
-  // The JSON object is the last line of stdout.
-  std::string out = run.process.out;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  const std::size_t start = out.rfind('\n');
-  run.report = json::parse(start == std::string::npos ? out : out.substr(start + 1), nullptr, false);
-  if (run.report.is_discarded()) run.report = json();
+  run.report = last_json_line(run.process.out);
   return run;
 }
 

@@ -162,6 +162,53 @@ std::uint64_t automatic_warmup(std::uint64_t cycles) {
   return std::clamp<std::uint64_t>(cycles / 10, 1, 200);
 }
 
+// ---------------------------------------------------------------- guests
+
+namespace {
+// Little console output (every byte is an exit, slow under emulation), a
+// panic that ends the VM, and the tick on the HPET: with it each reboot
+// resets a device timer that is re-arming (illumos 12476's window). Without
+// the TSC-deadline timer, or Linux would keep the local APIC's tick anyway.
+constexpr const char* kLinuxBase = "console=ttyS0 quiet panic=-1 nolapic_timer lapic=notscdeadline";
+constexpr const char* kLinuxReady = "vmm-initramfs: ready";
+}  // namespace
+
+GuestProfile guest_profile(const Options& options) {
+  GuestProfile g;
+  g.is_linux = options.guest == GuestKind::linux_initramfs;
+  g.ready = !options.ready.empty() ? options.ready : g.is_linux ? kLinuxReady : "reboot: boot ";
+  return g;
+}
+
+std::string GuestProfile::reboot_cmdline(const std::string& base, std::uint64_t reboots) const {
+  // The initramfs counts its boots in CMOS NVRAM and tries each reboot
+  // method in turn: the i8042, a triple fault, the FADT's reset register,
+  // port 0xCF9. The test guest counts boots itself.
+  if (is_linux) return base + " vmm.reboots=" + std::to_string(reboots) + " vmm.reboot_methods=kbd,triple,acpi,pci";
+  return base + " count=" + std::to_string(reboots + 1);
+}
+
+std::string GuestProfile::reboot_success(std::uint64_t reboots) const {
+  if (is_linux) return "VMMCHECK reboot boot=" + std::to_string(reboots) + " of=" + std::to_string(reboots);
+  return "reboot ok boots=" + std::to_string(reboots + 1);
+}
+
+std::string GuestProfile::default_reboot_base() const { return is_linux ? kLinuxBase : "test=reboot"; }
+
+std::string GuestProfile::default_stop_force_cmdline() const {
+  return is_linux ? std::string(kLinuxBase) + " vmm.run=sleep,86400" : "test=reboot count=65535";
+}
+
+void LineCounter::feed(std::string_view bytes) {
+  if (needle_.empty()) return;
+  carry_.append(bytes);
+  std::size_t from = 0;
+  for (std::size_t at; (at = carry_.find(needle_, from)) != std::string::npos; from = at + needle_.size()) ++count_;
+  // Keep only what a later match could start in, and never a counted one.
+  const std::size_t tail = carry_.size() >= needle_.size() ? carry_.size() - (needle_.size() - 1) : 0;
+  carry_.erase(0, std::max(from, tail));
+}
+
 // ------------------------------------------------------------- Supervisor
 
 Supervisor::Supervisor(const Options& options, Tally& tally, std::uint64_t total_cycles, std::string what)

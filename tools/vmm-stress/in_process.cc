@@ -22,22 +22,31 @@ namespace {
 
 // Keeps the tail of what the guest prints, for the success check and for
 // failure reports. Called on a vCPU thread with the UART lock held: short.
+// Also counts the guest's readiness line, once per boot.
 class CapturedSerial final : public devices::SerialOutput {
  public:
+  explicit CapturedSerial(const GuestProfile& guest) : ready_(guest.ready) {}
   void write(std::span<const std::uint8_t> bytes) noexcept override {
+    const std::string_view piece(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     std::lock_guard lock(mu_);
-    text_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    text_.append(piece);
     if (text_.size() > kKeep * 2) text_.erase(0, text_.size() - kKeep);
+    ready_.feed(piece);
   }
   std::string text() const {
     std::lock_guard lock(mu_);
     return text_;
+  }
+  std::uint64_t ready_count() const {
+    std::lock_guard lock(mu_);
+    return ready_.count();
   }
 
  private:
   static constexpr std::size_t kKeep = 8192;
   mutable std::mutex mu_;
   std::string text_;
+  LineCounter ready_;
 };
 
 // The last `lines` lines of `text`.
@@ -70,6 +79,8 @@ struct Host {
 std::unique_ptr<Vm> make_vm(Host& host, const Options& o, const std::string& cmdline, devices::SerialOutput* serial) {
   VmConfig config;
   config.boot.kernel = o.kernel;
+  if (!o.initrd.empty()) config.boot.initrd = o.initrd;
+  config.boot.cpus = o.cpus;
   config.boot.cmdline = cmdline;
   config.memory = parse_memory_size(o.memory);
   config.serial_output = serial;
@@ -134,21 +145,23 @@ int run_reboot_in_process(const Options& o) {
   Host host;
   apply_fault_injection_in_process(o);
   Tally tally;
-  const std::string base = o.cmdline.empty() ? "test=reboot" : o.cmdline;
+  const GuestProfile guest = guest_profile(o);
+  const std::string base = o.cmdline.empty() ? guest.default_reboot_base() : o.cmdline;
   const std::uint64_t per_vm = std::clamp<std::uint64_t>(o.reboots_per_vm, 1, 65534);
   const std::uint64_t warmup = std::min(o.cycles, o.warmup != 0 ? o.warmup : automatic_warmup(o.cycles));
   Supervisor supervisor(o, tally, o.cycles, "reboot");
 
   // Each VM reboots M times: the guest counts its boots in CMOS and, on
-  // boot M + 1, says "reboot ok boots=M+1" and exits through debug-exit.
+  // boot M + 1, says so (GuestProfile::reboot_success) and ends: the test
+  // guest through debug-exit, Linux by powering off.
   RebootChunks chunks(per_vm);
   std::atomic<std::uint64_t> vm_runs{0};
 
   auto work = [&](unsigned, WorkerSlot& slot) {
     for (std::uint64_t m = chunks.take(); m != 0; m = chunks.take()) {
       vm_runs.fetch_add(1);
-      CapturedSerial serial;
-      const std::string cmdline = base + " count=" + std::to_string(m + 1);
+      CapturedSerial serial(guest);
+      const std::string cmdline = guest.reboot_cmdline(base, m);
       std::unique_ptr<Vm> vm;
       try {
         vm = make_vm(host, o, cmdline, &serial);
@@ -178,12 +191,14 @@ int run_reboot_in_process(const Options& o) {
       const std::string text = serial.text();
       vm.reset();
       if (counted < m) tally.cycles.fetch_add(m - counted);
-      const std::string success = "reboot ok boots=" + std::to_string(m + 1);
-      if (outcome.end != VmEnd::debug_exit || outcome.exit_status != 1 || outcome.reboots != m ||
-          text.find(success) == std::string::npos) {
+      const VmEnd expected_end = guest.is_linux ? VmEnd::poweroff : VmEnd::debug_exit;
+      // Linux: every boot reached /init (the readiness line), not only the last.
+      const bool every_boot_ready = !guest.is_linux || serial.ready_count() == m + 1;
+      if (outcome.end != expected_end || outcome.exit_status != guest.ended_ok_status() || outcome.reboots != m ||
+          text.find(guest.reboot_success(m)) == std::string::npos || !every_boot_ready) {
         tally.fail("VM with " + cmdline + ": ended with status " + std::to_string(outcome.exit_status) + " after " +
                    std::to_string(outcome.reboots) + " of " + std::to_string(m) + " reboots (" + outcome.message +
-                   "); guest's last lines:\n" + tail(text, 4));
+                   "), " + std::to_string(serial.ready_count()) + " boots ready; guest's last lines:\n" + tail(text, 4));
       }
       slot.idle();
     }
@@ -223,7 +238,8 @@ int run_stop_force_in_process(const Options& o) {
   Host host;
   apply_fault_injection_in_process(o);
   Tally tally;
-  const std::string cmdline = o.cmdline.empty() ? "test=reboot count=65535" : o.cmdline;
+  const GuestProfile guest = guest_profile(o);
+  const std::string cmdline = o.cmdline.empty() ? guest.default_stop_force_cmdline() : o.cmdline;
   const std::uint64_t warmup = std::min(o.cycles, o.warmup != 0 ? o.warmup : automatic_warmup(o.cycles));
   Supervisor supervisor(o, tally, o.cycles, "stop-force");
   std::atomic<std::uint64_t> next{0};
@@ -239,7 +255,7 @@ int run_stop_force_in_process(const Options& o) {
     for (std::uint64_t i = next.fetch_add(1); i < phase_end; i = next.fetch_add(1)) {
       const std::string cycle = "cycle " + std::to_string(i);
       slot.set(cycle + ": creating a VM");
-      CapturedSerial serial;
+      CapturedSerial serial(guest);
       std::unique_ptr<Vm> vm;
       try {
         vm = make_vm(host, o, cmdline, &serial);
@@ -263,6 +279,8 @@ int run_stop_force_in_process(const Options& o) {
           landing = before_run;
         } else if (status.state == VmState::resetting) {
           landing = resetting;
+        } else if (status.state == VmState::running && guest.is_linux) {
+          landing = serial.ready_count() > 0 ? scenario : booting;  // at /init, or before
         } else if (status.state == VmState::running) {
           const auto milestones = vm->boot_progress().milestones();
           const std::uint32_t last = milestones.empty() ? 0 : milestones.back().code;
@@ -284,7 +302,7 @@ int run_stop_force_in_process(const Options& o) {
         tally.teardown_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
       }
       tally.add_stop_ms(stop_ms);
-      if (outcome.end == VmEnd::debug_exit && outcome.exit_status == 1) {
+      if (outcome.exit_status == guest.ended_ok_status() && outcome.end != VmEnd::stopped) {
         tally.ended_early.fetch_add(1);
       } else if (outcome.end != VmEnd::stopped) {
         tally.fail(cycle + ": expected a forced stop, got status " + std::to_string(outcome.exit_status) + " (" +

@@ -23,7 +23,6 @@ namespace vmm::stress {
 namespace {
 
 constexpr int kExitStoppedByHost = 8;  // vmm's status for a stop from the host
-constexpr int kExitGuestOk = 1;        // the guest wrote 0 to debug-exit
 
 // A private directory for the sockets and logs of one run; what is left in
 // it at the end is reported, then it is removed.
@@ -96,8 +95,11 @@ struct ProcessRun {
 
   std::vector<std::string> vmm_run_argv(const std::string& cmdline, const std::string& serial,
                                         const std::string& socket) const {
-    return {vmm, "run", "--kernel", o.kernel, "--memory", o.memory, "--cmdline", cmdline, "--serial", serial,
-            "--control", socket};
+    std::vector<std::string> argv = {vmm,         "run",    "--kernel", o.kernel, "--memory",  o.memory,
+                                     "--cpus",    std::to_string(o.cpus), "--cmdline", cmdline, "--serial", serial,
+                                     "--control", socket};
+    if (!o.initrd.empty()) argv.insert(argv.end(), {"--initrd", o.initrd});
+    return argv;
   }
 
   // Leftovers once every worker is done: processes, socket files.
@@ -142,7 +144,8 @@ Summary finish(ProcessRun& run, const Resources& before, const char* mode) {
 int run_reboot_process(const Options& o) {
   ProcessRun run(o, o.cycles, "reboot");
   run.final_report("reboot process");
-  const std::string base = o.cmdline.empty() ? "test=reboot" : o.cmdline;
+  const GuestProfile guest = guest_profile(o);
+  const std::string base = o.cmdline.empty() ? guest.default_reboot_base() : o.cmdline;
   const std::uint64_t per_vm = std::clamp<std::uint64_t>(o.reboots_per_vm, 1, 65534);
   const std::uint64_t warmup = std::min(o.cycles, o.warmup != 0 ? o.warmup : automatic_warmup(o.cycles));
   RebootChunks chunks(per_vm);
@@ -154,12 +157,12 @@ int run_reboot_process(const Options& o) {
     const std::string err = run.dir.file("vm" + std::to_string(worker) + ".err");
     for (std::uint64_t m = chunks.take(); m != 0; m = chunks.take()) {
       vm_runs.fetch_add(1);
-      const std::string cmdline = base + " count=" + std::to_string(m + 1);
+      const std::string cmdline = guest.reboot_cmdline(base, m);
       std::uint64_t counted = 0;
       std::string pending;  // an incomplete output line
       std::string last_lines;
       bool success_seen = false;
-      const std::string success = "reboot ok boots=" + std::to_string(m + 1);
+      const std::string success = guest.reboot_success(m);
       try {
         Child child(SpawnSpec{run.vmm_run_argv(cmdline, "stdio", socket), true, err, true});
         slot.set("vmm pid " + std::to_string(child.pid()) + " rebooting " + std::to_string(m) + " times",
@@ -173,7 +176,7 @@ int run_reboot_process(const Options& o) {
           for (std::size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
             const std::string line = pending.substr(0, nl);
             pending.erase(0, nl + 1);
-            if (line.find("reboot: boot ") != std::string::npos) ++boots;
+            if (line.find(guest.ready) != std::string::npos) ++boots;
             if (line.find(success) != std::string::npos) success_seen = true;
             last_lines += line + "\n";
             if (last_lines.size() > 1200) last_lines.erase(0, last_lines.size() - 600);
@@ -189,7 +192,7 @@ int run_reboot_process(const Options& o) {
         while (child.max_rss_kib() > rss && !max_child_rss.compare_exchange_weak(rss, child.max_rss_kib())) {
         }
         const int status = child.wait_status();
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != kExitGuestOk || !success_seen || counted != m) {
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != guest.ended_ok_status() || !success_seen || counted != m) {
           run.tally.fail("vmm with " + cmdline + ": " + child.describe_status() + " after " + std::to_string(counted) +
                          " of " + std::to_string(m) + " reboots; stderr: " + read_file_tail(err) +
                          "; last output:\n" + last_lines);
@@ -234,7 +237,8 @@ constexpr const char* kMethodNames[] = {"ctl_command", "ctl_library", "sigterm_s
 int run_stop_force_process(const Options& o) {
   ProcessRun run(o, o.cycles, "stop-force");
   run.final_report("stop-force process");
-  const std::string cmdline = o.cmdline.empty() ? "test=reboot count=65535" : o.cmdline;
+  const GuestProfile guest = guest_profile(o);
+  const std::string cmdline = o.cmdline.empty() ? guest.default_stop_force_cmdline() : o.cmdline;
   const std::uint64_t warmup = std::min(o.cycles, o.warmup != 0 ? o.warmup : automatic_warmup(o.cycles));
   std::atomic<std::uint64_t> next{0};
   std::uint64_t phase_end = 0;
@@ -310,7 +314,7 @@ int run_stop_force_process(const Options& o) {
         }
         const int status = child.wait_status();
         const bool stopped = WIFEXITED(status) && WEXITSTATUS(status) == kExitStoppedByHost;
-        const bool ended = WIFEXITED(status) && WEXITSTATUS(status) == kExitGuestOk;
+        const bool ended = WIFEXITED(status) && WEXITSTATUS(status) == guest.ended_ok_status();
         if (problem.empty() && stopped) {
           run.tally.add_stop_ms(stop_ms);
           std::lock_guard lock(by_method_mu);

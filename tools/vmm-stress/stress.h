@@ -13,14 +13,21 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace vmm::stress {
 
 using Clock = std::chrono::steady_clock;
 
+enum class GuestKind { test, linux_initramfs };
+
 struct Options {
   std::string kernel;
+  GuestKind guest = GuestKind::test;
+  std::string initrd;             // the Linux guest's initramfs (guest-images/linux)
+  unsigned cpus = 1;
+  std::string ready;              // a line the guest prints once it is up (default per guest)
   std::uint64_t cycles = 100;
   bool process = false;           // separate `vmm run` processes instead of the in-process Vm API
   unsigned jitter_min_ms = 0;     // stop-force: wait in [min, max] ms before the stop
@@ -43,6 +50,37 @@ struct Options {
   std::string machine = "microvm";
   std::string kill_signal = "term";  // term | kill
   std::string peers = "both";        // both | vmm | qemu
+};
+
+// What the loops need to know about the guest they boot: the project's test
+// guest (test=reboot, results through the debug-exit port) or Linux with the
+// project's initramfs (guest-images/linux/init: vmm.reboots=N, results on
+// its console, powers off at the end).
+struct GuestProfile {
+  bool is_linux = false;
+  std::string ready;  // printed once per boot, when the guest is up
+  // The command line of a VM that reboots `reboots` times, then ends.
+  std::string reboot_cmdline(const std::string& base, std::uint64_t reboots) const;
+  // Printed by its last boot when every reboot happened.
+  std::string reboot_success(std::uint64_t reboots) const;
+  std::string default_reboot_base() const;
+  std::string default_stop_force_cmdline() const;
+  int ended_ok_status() const { return is_linux ? 0 : 1; }  // power-off, or debug-exit 0
+};
+GuestProfile guest_profile(const Options& options);
+
+// Counts a line in a stream written in arbitrary pieces (a serial port's
+// bytes, a pipe's reads), wherever the pieces split it.
+class LineCounter {
+ public:
+  explicit LineCounter(std::string needle) : needle_(std::move(needle)) {}
+  void feed(std::string_view bytes);
+  std::uint64_t count() const noexcept { return count_; }
+
+ private:
+  std::string needle_;
+  std::string carry_;  // the end of what came before: a match may start in it
+  std::uint64_t count_ = 0;
 };
 
 // /proc/self figures, after malloc_trim so that allocator caches do not
