@@ -266,6 +266,30 @@ TEST_F(HpetTest, PeriodicLinuxSequenceHasNoDrift) {
   EXPECT_EQ(runs(0), static_cast<std::uint64_t>(kPeriods));
 }
 
+// Linux's /dev/hpet (drivers/char/hpet.c, HPET_IE_ON on a periodic-capable
+// comparator) with the legacy replacement already taking comparators 0 and
+// 1: the route written alone (32-bit), then TYPE | VAL_SET, the first match
+// and the period as 64-bit writes, and 32-bit mode switched on last, with
+// the counter already past 2^32 (43 s after the HPET was enabled).
+TEST_F(HpetTest, LinuxCharacterDeviceSequenceFiresAtTheRequestedRate) {
+  wr(Hpet::kRegConfig, Hpet::kConfigEnable | Hpet::kConfigLegacy);
+  at(clock.now() + 50 * kSecond);
+  const Nanos start = clock.now();
+  ASSERT_GT(counter(), kTwo32);
+  const std::uint64_t route = 20u << Hpet::kTimerRouteShift;
+  const std::uint64_t v = (rd(Hpet::timer_config_reg(2), 4) & ~0x3E00u) | route;
+  wr(Hpet::timer_config_reg(2), v, 4);
+  const std::uint64_t cfg = rd(Hpet::timer_config_reg(2));
+  config(2, cfg | Hpet::kTimerPeriodic | Hpet::kTimerValSet);
+  constexpr std::uint64_t kPeriod = 100'000'000 / 64;
+  const std::uint64_t m = counter();
+  comparator(2, kPeriod + m + 1000);
+  comparator(2, kPeriod);
+  config(2, cfg | Hpet::kTimer32Bit | Hpet::kTimerIntEnable | Hpet::kTimerPeriodic);
+  run_to(start + kSecond);
+  EXPECT_NEAR(static_cast<double>(pins[20].rising_edges()), 64.0, 1.0);
+}
+
 TEST_F(HpetTest, PeriodicSkipsMissedPeriods) {
   enable();
   const Nanos start = clock.now();

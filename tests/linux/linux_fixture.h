@@ -1,0 +1,157 @@
+// The Linux suite's plumbing: where the guest is, how to boot it under the
+// real vmm binary, and the "VMMCHECK <what> key=value ..." lines its /init
+// and vmmcheck print (guest-images/linux/init).
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/common/skip.h"
+#include "tests/common/subprocess.h"
+
+namespace vmm::testing {
+
+enum class KernelFormat { bzimage, pvh };
+
+inline const char* to_string(KernelFormat format) { return format == KernelFormat::bzimage ? "bzImage" : "pvh"; }
+
+// $VMM_LINUX_GUEST_DIR (sanitizer builds use the release build's), else this
+// build's guest-images/linux/make-guest output.
+inline std::string linux_guest_dir() {
+  if (const char* env = std::getenv("VMM_LINUX_GUEST_DIR"); env && *env) return env;
+  return VMM_LINUX_GUEST_DEFAULT;
+}
+
+inline std::string linux_kernel(KernelFormat format) {
+  return linux_guest_dir() + (format == KernelFormat::bzimage ? "/kernel/vmlinuz" : "/kernel/vmlinux");
+}
+inline std::string linux_initrd() { return linux_guest_dir() + "/initramfs.cpio.gz"; }
+
+// One "VMMCHECK <what> key=value ..." line. Values may be quoted ("...").
+struct Check {
+  std::string what;
+  std::map<std::string, std::string> fields;
+
+  std::string get(const std::string& key) const {
+    const auto it = fields.find(key);
+    return it == fields.end() ? std::string() : it->second;
+  }
+  double number(const std::string& key) const {
+    const std::string text = get(key);
+    return text.empty() ? -1 : std::strtod(text.c_str(), nullptr);
+  }
+};
+
+inline std::vector<Check> parse_checks(const std::string& output) {
+  std::vector<Check> checks;
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.rfind("VMMCHECK ", 0) != 0) continue;
+    Check check;
+    std::istringstream words(line.substr(9));
+    words >> check.what;
+    std::string rest;
+    std::getline(words, rest);
+    std::size_t at = 0;
+    while (at < rest.size()) {
+      while (at < rest.size() && rest[at] == ' ') ++at;
+      const std::size_t eq = rest.find('=', at);
+      if (eq == std::string::npos) break;
+      const std::string key = rest.substr(at, eq - at);
+      std::string value;
+      at = eq + 1;
+      if (at < rest.size() && rest[at] == '"') {
+        const std::size_t close = rest.find('"', at + 1);
+        value = rest.substr(at + 1, close == std::string::npos ? std::string::npos : close - at - 1);
+        at = close == std::string::npos ? rest.size() : close + 1;
+      } else {
+        const std::size_t space = rest.find(' ', at);
+        value = rest.substr(at, space == std::string::npos ? std::string::npos : space - at);
+        at = space == std::string::npos ? rest.size() : space;
+      }
+      check.fields[key] = value;
+    }
+    checks.push_back(std::move(check));
+  }
+  return checks;
+}
+
+struct LinuxRun {
+  ProcessResult process;
+  std::vector<Check> checks;
+
+  std::vector<Check> all(const std::string& what) const {
+    std::vector<Check> out;
+    for (const Check& c : checks) {
+      if (c.what == what) out.push_back(c);
+    }
+    return out;
+  }
+  std::optional<Check> first(const std::string& what, const std::string& key = {},
+                             const std::string& value = {}) const {
+    for (const Check& c : checks) {
+      if (c.what == what && (key.empty() || c.get(key) == value)) return c;
+    }
+    return std::nullopt;
+  }
+  std::size_t count(const std::string& needle) const {
+    std::size_t n = 0;
+    for (std::size_t at = process.out.find(needle); at != std::string::npos; at = process.out.find(needle, at + 1)) ++n;
+    return n;
+  }
+  // What to print when an expectation fails: the guest's console and the VMM's log.
+  std::string transcript() const { return "--- console:\n" + process.out + "--- vmm:\n" + process.err; }
+};
+
+// The part of every guest command line that is not the test's: the console
+// on COM1, little boot chatter (each byte is an exit, and exits are slow
+// under emulation), and a panic that ends the VM (pvpanic) at once.
+inline constexpr const char* kLinuxBaseCmdline = "console=ttyS0 quiet panic=-1";
+
+// `started` is told the vmm's pid as soon as it exists (to signal it).
+inline LinuxRun boot_linux(KernelFormat format, unsigned cpus, const std::string& cmdline,
+                           std::vector<std::string> extra = {},
+                           std::chrono::milliseconds timeout = std::chrono::seconds(240),
+                           const std::function<void(pid_t)>& started = {}) {
+  std::vector<std::string> argv = {VMM_BINARY,
+                                   "run",
+                                   "--kernel",
+                                   linux_kernel(format),
+                                   "--initrd",
+                                   linux_initrd(),
+                                   "--cpus",
+                                   std::to_string(cpus),
+                                   "--memory",
+                                   "256M",
+                                   "--cmdline",
+                                   std::string(kLinuxBaseCmdline) + " " + cmdline};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  LinuxRun run;
+  run.process = run_process(argv, timeout, {}, started);
+  run.checks = parse_checks(run.process.out);
+  return run;
+}
+
+// The guest must exist: a missing one is a failure (the linux.guest fixture
+// builds it), and /dev/kvm must be usable (or the test skips, loudly).
+#define VMM_REQUIRE_LINUX_GUEST()                                                                          \
+  do {                                                                                                     \
+    VMM_SKIP_UNLESS_KVM();                                                                                 \
+    if (::access(::vmm::testing::linux_initrd().c_str(), R_OK) != 0 ||                                     \
+        ::access(::vmm::testing::linux_kernel(::vmm::testing::KernelFormat::pvh).c_str(), R_OK) != 0) {    \
+      GTEST_FAIL() << "no Linux guest in " << ::vmm::testing::linux_guest_dir()                            \
+                   << ": run guest-images/linux/make-guest there (ctest's linux.guest fixture does)";      \
+    }                                                                                                      \
+  } while (0)
+
+}  // namespace vmm::testing
