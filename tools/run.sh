@@ -1,51 +1,89 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and boots the project's test
-# guest under vmm with two vCPUs: it starts every vCPU, then runs every timer
-# (PIT, RTC, HPET x3, LAPIC periodic/one-shot/TSC-deadline) and prints each
-# one's rate and lateness. Extra arguments go to `vmm run`.
+# The main job: installs what is missing, builds vmm, fetches Debian's cloud
+# kernel and builds the project's busybox initramfs (guest-images/linux/,
+# cached in build/release/linux-guest), and boots Linux under vmm with two
+# vCPUs, its console on this terminal.
 #
+#   tools/run.sh                  Linux; a shell when stdin is a terminal,
+#                                 otherwise the in-guest self-check (CPUs,
+#                                 memory, clocks, RTC, HPET, the local timer),
+#                                 whose result is the exit status
+#   tools/run.sh --check          the self-check even on a terminal
+#   tools/run.sh --test-guest     the project's own test guest instead: every
+#                                 vCPU started, then every timer's rate and
+#                                 lateness (PIT, RTC, HPET, LAPIC)
+#   tools/run.sh [...] -- ARGS    ARGS go to `vmm run` (e.g. --cpus 4)
+#
+# Exit status: 0 when the guest passed (or the shell was left with
+# poweroff), 1 when a check failed, else vmm's or tools/kvm-lab's status.
 # The guest runs on this host's /dev/kvm where it is usable, and otherwise
 # inside the nested KVM lab (tools/kvm-lab), which says so in one line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+linux_guest=build/release/linux-guest
+vmm=build/release/vmm/vmm
+
 # The part that needs /dev/kvm; tools/kvm-lab runs it here or in the lab.
 if [ "${1:-}" = "--guest-part" ]; then
-  shift
-  guest=build/release/guest-images/testguest.elf
-  # The guest's timer checks are relative to its tick: 1 ms where timers wake
-  # up promptly, longer where they are late (software emulation), measured
-  # here as tests/common/guest_tick.h does.
-  tick_us=$(python3 - <<'PY'
-import time
-late = []
-nxt = time.monotonic()
-for _ in range(200):
-    nxt += 0.001
-    time.sleep(max(0.0, nxt - time.monotonic()))
-    now = time.monotonic()
-    late.append((now - nxt) * 1e6)
-    nxt = now
-p99 = sorted(late)[198]
-print(1000 if p99 <= 150 else min(20, int((p99 * 8 + 999) // 1000)) * 1000)
-PY
-)
-  echo "run: guest tick ${tick_us} us"
-  # The guest reports success through the debug-exit port: status 1 = (0 << 1) | 1.
-  for scenario in smp timers; do
+  what=$2
+  shift 2
+  case $what in
+  linux-shell | linux-check)
+    cmdline="console=ttyS0 quiet panic=-1"
+    if [ "$what" = linux-shell ]; then cmdline+=" vmm.then=shell"; else cmdline+=" vmm.check"; fi
     status=0
-    build/release/vmm/vmm run --kernel "$guest" --cpus 2 --memory 64M --cmdline "test=$scenario tick_us=$tick_us" "$@" ||
-      status=$?
-    if [ "$status" -ne 1 ]; then
-      echo "run: test=$scenario failed (vmm exit status $status)" >&2
-      exit 1
-    fi
-  done
-  echo "run: the guest passed"
-  exit 0
+    "$vmm" run --kernel "$linux_guest/kernel/vmlinuz" --initrd "$linux_guest/initramfs.cpio.gz" \
+      --cpus 2 --memory 512M --cmdline "$cmdline" "$@" || status=$?
+    # The self-check powers off when it passes and reports a failure through
+    # the debug-exit port: status 3 = (1 << 1) | 1.
+    case $status in
+    0) [ "$what" = linux-check ] && echo "run: Linux passed its self-check" ;;
+    3) echo "run: Linux failed its self-check (the VMMCHECK lines above say which)" >&2; exit 1 ;;
+    *) echo "run: vmm exited with status $status" >&2 ;;
+    esac
+    exit "$status"
+    ;;
+  test-guest)
+    # The guest reports success through the debug-exit port: status 1 = (0 << 1) | 1.
+    for scenario in smp timers; do
+      status=0
+      "$vmm" run --kernel build/release/guest-images/testguest.elf --cpus 2 --memory 64M \
+        --cmdline "test=$scenario" "$@" || status=$?
+      if [ "$status" -ne 1 ]; then
+        echo "run: test=$scenario failed (vmm exit status $status)" >&2
+        exit 1
+      fi
+    done
+    echo "run: the test guest passed"
+    exit 0
+    ;;
+  esac
+  echo "run: unknown guest part '$what'" >&2
+  exit 2
+fi
+
+part=
+while [ $# -gt 0 ]; do
+  case $1 in
+  --test-guest) part=test-guest ;;
+  --check) part=linux-check ;;
+  --) shift; break ;;
+  -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) echo "run: unknown option '$1' (try --help; arguments for vmm go after --)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ -z "$part" ]; then
+  if [ -t 0 ] && [ -t 1 ]; then part=linux-shell; else part=linux-check; fi
 fi
 
 tools/setup.sh
 cmake --preset release >/dev/null
-cmake --build --preset release -j "$(nproc)" --target vmm testguest
-exec tools/kvm-lab --prefer-host --retry-lab-hang -- tools/run.sh --guest-part "$@"
+if [ "$part" = test-guest ]; then
+  cmake --build --preset release -j "$(nproc)" --target vmm testguest
+else
+  cmake --build --preset release -j "$(nproc)" --target vmm
+  guest-images/linux/make-guest "$linux_guest" >/dev/null
+fi
+exec tools/kvm-lab --prefer-host --retry-lab-hang -- tools/run.sh --guest-part "$part" "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, and runs every suite.
-#   release: every test but the benchmarks, and tools/kvm-lab's own tests
+#   release: every test but the benchmarks, tools/kvm-lab's own tests, and
+#            the Linux suite (Debian's cloud kernel booted under vmm)
 #   mutants: each seed-race fix removed in turn must fail a seed test
 #   asan, tsan: the timer, seed-race, device, loader and stress suites, and
 #               the VMM end to end (reboots, reset paths, the register-fuzzing
@@ -34,9 +35,13 @@ step "release tests without KVM"
 ctest --preset release -j "$jobs" -LE 'bench|kvm|lab|linux'
 step "the nested lab's own tests"
 ctest --preset release -L lab
+step "the Linux guest"
+# Debian's cloud kernel and the project's initramfs, for the Linux suite
+# (kernel downloaded once into the build tree).
+guest-images/linux/make-guest build/release/linux-guest >/dev/null
 step "release tests with KVM"
 # One at a time: these tests time guests, and two VMs at once on two CPUs
-# would measure each other.
+# would measure each other. Includes the Linux suite (label linux).
 with_kvm ctest --preset release -L kvm
 
 step "mutation testing of the seed-race fixes"
