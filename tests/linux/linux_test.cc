@@ -112,8 +112,8 @@ TEST(LinuxDevices, RtcAndHpetThroughTheirLinuxDrivers) {
   const LinuxRun run = boot_linux(KernelFormat::bzimage, 1,
                                   "vmm.run=vmmcheck,rtc-time vmm.run=vmmcheck,rtc-periodic,2,5 "
                                   "vmm.run=vmmcheck,rtc-periodic,64,64 vmm.run=vmmcheck,rtc-periodic,1024,1024 "
-                                  "vmm.run=vmmcheck,rtc-alarm,2 vmm.run=vmmcheck,hpet,64,64 "
-                                  "vmm.run=vmmcheck,hpet,1024,1024");
+                                  "vmm.run=vmmcheck,rtc-alarm,2 vmm.run=vmmcheck,hpet,2,5 "
+                                  "vmm.run=vmmcheck,hpet,64,64");
   const std::time_t after = std::time(nullptr);
   ASSERT_EQ(run.process.exit_status, 0) << run.transcript();
 
@@ -136,12 +136,16 @@ TEST(LinuxDevices, RtcAndHpetThroughTheirLinuxDrivers) {
   EXPECT_GE(alarm->number("rang_after"), 0.9) << run.transcript();
   EXPECT_LE(alarm->number("rang_after"), 3.1) << run.transcript();
 
-  // /dev/hpet runs a comparator in periodic mode, and Linux's driver counts
-  // the interrupts it gets: where the VMM's timer thread wakes later than a
-  // period (the lab: software emulation under load) the missed matches
-  // coalesce into one edge, as an unserviced edge-triggered line's would.
-  // So: never faster than programmed, and no worse than that coalescing.
-  for (const char* hz : {"64", "1024"}) {
+  // Linux's /dev/hpet driver runs its comparator as a one-shot, level
+  // triggered, and re-arms it in each interrupt at the next multiple of the
+  // period after the counter it just read: a late interrupt (the lab's
+  // software emulation under load) skips periods, so the rate counted can
+  // be low but never high. At 1024 Hz it is not tested here: in the lab an
+  // MMIO exit can outlast the driver's margin between reading the counter
+  // and writing the comparator, which then lies in the past and, as on any
+  // HPET, matches only after the 32-bit counter wraps (43 s). Measured with
+  // the comparator's writes traced; the driver takes that risk knowingly.
+  for (const char* hz : {"2", "64"}) {
     const auto hpet = run.first("hpet", "hz", hz);
     ASSERT_TRUE(hpet) << "no /dev/hpet figure at " << hz << " Hz\n" << run.transcript();
     const double want = std::atof(hz);
@@ -218,8 +222,10 @@ INSTANTIATE_TEST_SUITE_P(Both, LinuxLifecycle, ::testing::Values(KernelFormat::b
 // ------------------------------------------------------------- bad input
 
 // What only the guest can notice ends as the guest says: an initrd that is
-// not an archive leaves the kernel without /init, it panics, and pvpanic
-// ends the VM with status 10 (not a hang, not a reboot loop).
+// not an archive leaves the kernel without /init and it panics. Its
+// pvpanic driver is a module in that very initramfs, so the panic is seen
+// as panic=-1's reset: with --no-reboot that ends the VM (status 0), where
+// it would otherwise boot into the same panic again and again.
 TEST(LinuxBadInput, AnInitrdThatIsNotAnArchiveEndsInAReportedPanic) {
   VMM_REQUIRE_LINUX_GUEST();
   const auto garbage = std::filesystem::temp_directory_path() / ("vmm-bad-initrd-" + std::to_string(::getpid()));
@@ -228,12 +234,14 @@ TEST(LinuxBadInput, AnInitrdThatIsNotAnArchiveEndsInAReportedPanic) {
     for (int i = 0; i < 65536; ++i) out.put(static_cast<char>((i * 7919) & 0xff));
   }
   std::vector<std::string> argv = {VMM_BINARY, "run", "--kernel", linux_kernel(KernelFormat::bzimage),
-                                   "--initrd", garbage.string(), "--memory", "256M", "--cmdline",
+                                   "--initrd", garbage.string(), "--memory", "256M", "--no-reboot", "--log-level", "info", "--cmdline",
                                    kLinuxBaseCmdline};
   const ProcessResult r = run_process(argv, 240s);
   std::filesystem::remove(garbage);
-  EXPECT_EQ(r.exit_status, 10) << r.out << r.err;
+  EXPECT_EQ(r.exit_status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("Initramfs unpacking failed"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Kernel panic"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("guest reset"), std::string::npos) << "ended by the guest's reset: " << r.err;
 }
 
 }  // namespace
