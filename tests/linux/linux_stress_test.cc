@@ -63,11 +63,11 @@ TEST(LinuxStress, FiftyConsecutiveRebootsInOneProcess) {
 }
 
 // A hundred VMs, two at a time, each stopped by force at a random moment of
-// its first five seconds: mostly while the kernel boots, some at /init.
+// its first three seconds: mostly while the kernel boots, some at /init.
 TEST(LinuxStress, HundredForcedStopsAtRandomMomentsOfABoot) {
   VMM_REQUIRE_LINUX_GUEST();
   const StressRun run =
-      run_linux_stress({"stop-force", "--cycles", "100", "--vms", "2", "--jitter-ms", "0-5000", "--seed", "12476"});
+      run_linux_stress({"stop-force", "--cycles", "100", "--vms", "2", "--jitter-ms", "0-3000", "--seed", "12476"});
   expect_clean(run, 100);
   ASSERT_TRUE(run.report.contains("landed")) << run.explain();
   EXPECT_GT(run.report["landed"]["booting"].get<int>(), 0) << run.explain();
