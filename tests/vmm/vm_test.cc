@@ -164,6 +164,26 @@ TEST(VmInProcess, RequestsThatMakeNoSenseAreRefusedWithAReason) {
   EXPECT_EQ(outcome.get().end, VmEnd::stopped);
 }
 
+// A host reset of a paused VM: the reboot runs the guest again with every
+// timer device live (the RTC and HPET used to stay paused: status said
+// running, resume was refused, and neither timer fired again).
+TEST(VmInProcess, ResetWhilePausedRestartsEveryTimer) {
+  VMM_REQUIRE_KVM();
+  KvmSystem kvm;
+  timers::CyclicSystem timers;
+  Vm vm(config_for("test=timers"), kvm, timers);
+  Running running(vm);
+  ASSERT_TRUE(eventually([&] { return vm.status().state == VmState::running; }));
+  std::string why;
+  ASSERT_TRUE(vm.pause(&why)) << why;
+  ASSERT_TRUE(eventually([&] { return vm.status().state == VmState::paused; }));
+  ASSERT_TRUE(vm.reset(&why)) << why;
+  ASSERT_TRUE(eventually([&] { return vm.status().boot_generation == 1; }));
+  EXPECT_EQ(vm.status().state, VmState::running);
+  const VmOutcome outcome = running.get();
+  EXPECT_EQ(outcome.exit_status, kGuestOk) << "the rebooted guest's timers did not all fire: " << outcome.message;
+}
+
 TEST(VmInProcess, CreateRunForceStopDestroyLeaksNothing) {
   VMM_REQUIRE_KVM();
   KvmSystem kvm;
