@@ -173,6 +173,7 @@ bool Vm::post_checked(Request request, std::string* why) {
       default:
         break;
     }
+    if (handling_ == request) return refuse("the same request is already pending");
     for (const Report& queued : reports_) {
       if (queued.request == request) return refuse("the same request is already pending");
     }
@@ -270,6 +271,7 @@ VmOutcome Vm::run() {
     Report report;
     {
       std::unique_lock lock(mu_);
+      handling_.reset();  // the previous request's state change is published
       const auto ready = [this] {
         return !reports_.empty() || (stop_deadline_ && now_ns() >= *stop_deadline_);
       };
@@ -287,6 +289,7 @@ VmOutcome Vm::run() {
         report = std::move(reports_.front());
         reports_.pop_front();
       }
+      handling_ = report.request;
     }
 
     switch (report.request) {

@@ -202,6 +202,9 @@ class Vm final : private VcpuEvents {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<Report> reports_;
+  // The request the control thread has taken off reports_ and is carrying
+  // out: until its state change is visible, a second one is still "pending".
+  std::optional<Request> handling_;
   VmState state_ = VmState::created;
   std::atomic<std::uint64_t> generation_{0};
   std::uint64_t coalesced_resets_ = 0;
