@@ -104,12 +104,12 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
   image_ = std::move(guest.image);
   spdlog::info("vm: {}", boot::describe(image_));
 
-  reset_msrs_ = reset_msr_indices(kvm);
   for (unsigned i = 0; i < cpus; ++i) {
     KvmVcpu vcpu = kvm_vm_.create_vcpu(i);
     vcpu.set_cpuid(vcpu_cpuid(kvm.supported_cpuid(),
                               CpuidOptions{.vcpu_index = i, .vcpu_count = cpus,
                                            .tsc_deadline = kvm.has_tsc_deadline_timer()}));
+    if (i == 0) reset_msrs_ = reset_msr_indices(kvm, vcpu);
     power_on_.push_back(vcpu.snapshot(reset_msrs_));
     VcpuIo io;
     io.pio = &platform_->pio();
