@@ -34,7 +34,7 @@ PY
   # The guest reports success through the debug-exit port: status 1 = (0 << 1) | 1.
   for scenario in smp timers; do
     status=0
-    build/release/vmm/vmm run --kernel "$guest" --cpus 2 --memory 64M --cmdline "test=$scenario tick_us=$tick_us" "$@" ||
+    build/release/vmm/vmm run --debug-exit --kernel "$guest" --cpus 2 --memory 64M --cmdline "test=$scenario tick_us=$tick_us" "$@" ||
       status=$?
     if [ "$status" -ne 1 ]; then
       echo "run: test=$scenario failed (vmm exit status $status)" >&2

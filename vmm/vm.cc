@@ -84,6 +84,7 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
   PlatformConfig platform_config;
   platform_config.cpus = cpus;
   platform_config.hpet = config.boot.hpet;
+  platform_config.debug_exit = config.debug_exit;
   platform_config.serial_output = config.serial_output ? config.serial_output : &null_output_;
   platform_config.boot_progress_start = config.process_start != 0 ? config.process_start : now_ns();
   platform_ = std::make_unique<Platform>(

@@ -41,6 +41,7 @@ VmConfig config_for(const std::string& cmdline, unsigned cpus = 1) {
   config.boot.cmdline = cmdline;
   config.boot.cpus = cpus;
   config.memory = 64ull << 20;
+  config.debug_exit = true;  // the test guest's verdict
   return config;
 }
 

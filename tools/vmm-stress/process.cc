@@ -96,8 +96,8 @@ struct ProcessRun {
 
   std::vector<std::string> vmm_run_argv(const std::string& cmdline, const std::string& serial,
                                         const std::string& socket) const {
-    return {vmm, "run", "--kernel", o.kernel, "--memory", o.memory, "--cmdline", cmdline, "--serial", serial,
-            "--control", socket};
+    return {vmm,      "run",  "--kernel",  o.kernel, "--memory", o.memory,     "--cmdline",
+            cmdline,  "--serial", serial, "--control", socket,   "--debug-exit"};
   }
 
   // Leftovers once every worker is done: processes, socket files.
