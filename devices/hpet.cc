@@ -255,6 +255,7 @@ void Hpet::write_comparator(unsigned n, std::uint64_t value, std::uint64_t mask,
 // ------------------------------------------------------------ comparators
 
 void Hpet::power_on_locked() noexcept {
+  paused_ = false;  // power-on is running, even when a paused VM is reset (see Rtc)
   config_ = 0;
   status_ = 0;
   counter_ = 0;

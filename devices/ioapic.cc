@@ -25,7 +25,11 @@ constexpr std::uint64_t kRouteBits = IoApic::kVectorMask | IoApic::kDeliveryMode
                                      IoApic::kMasked | kDestinationMask;
 
 constexpr std::uint32_t kIdShift = 24;
-constexpr std::uint32_t kIdMask = 0x0F;  // the 82093AA has a 4-bit APIC ID
+// The 82093AA had a 4-bit ID (bits 27:24); xAPIC-era I/O APICs, and the
+// guests reading them (Linux's IO_APIC_reg_00, FreeBSD), use all 8 bits.
+// The MADT gives this IOAPIC the ID after the vCPUs' APIC IDs, up to 254:
+// a 4-bit register could not hold it from 16 vCPUs on and would disagree.
+constexpr std::uint32_t kIdMask = 0xFF;
 constexpr std::uint32_t kVersionRegister =
     ((IoApic::kPins - 1) << 16) | IoApic::kVersion;  // max redirection entry, version
 constexpr std::uint32_t kAllPins = (1u << IoApic::kPins) - 1;

@@ -279,6 +279,10 @@ void Rtc::write_time_register(std::uint8_t index, std::uint8_t value, Nanos now)
 // ------------------------------------------------------------------ clock
 
 void Rtc::power_on_locked(Nanos now) noexcept {
+  // A reset of a paused VM resets a paused chip: power-on is running, as for
+  // the PIT, or nothing would ever re-arm it (the VM reports running after a
+  // reset and refuses a resume).
+  paused_ = false;
   index_ = 0;
   nmi_masked_ = false;
   reg_a_ = kRegADv32k | 0x06;  // 1024 Hz periodic rate, as PC firmware leaves it

@@ -1,12 +1,14 @@
 #include "devices/serial.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -42,19 +44,45 @@ int remaining_ms(std::chrono::steady_clock::time_point deadline) {
 
 // ---- FdOutput ----------------------------------------------------------------
 
-FdOutput::FdOutput(int fd, timers::UniqueFd owned, std::chrono::milliseconds stall_limit) noexcept
-    : fd_(fd), owned_(std::move(owned)), stall_limit_(stall_limit) {}
+FdOutput::FdOutput(int fd, timers::UniqueFd owned, std::chrono::milliseconds stall_limit,
+                   std::uint64_t max_bytes) noexcept
+    : fd_(fd), owned_(std::move(owned)), stall_limit_(stall_limit), max_bytes_(max_bytes) {}
 
 std::unique_ptr<FdOutput> FdOutput::borrow(int fd, std::chrono::milliseconds stall_limit) {
   if (fd < 0) throw Error("serial output: invalid file descriptor " + std::to_string(fd));
-  return std::unique_ptr<FdOutput>(new FdOutput(fd, timers::UniqueFd(), stall_limit));
+  return std::unique_ptr<FdOutput>(new FdOutput(fd, timers::UniqueFd(), stall_limit, UINT64_MAX));
 }
 
-std::unique_ptr<FdOutput> FdOutput::open_file(const std::string& path, std::chrono::milliseconds stall_limit) {
-  timers::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd) throw_errno("cannot open serial output file " + path);
+std::unique_ptr<FdOutput> FdOutput::open_file(const std::string& path, std::uint64_t max_bytes,
+                                              std::chrono::milliseconds stall_limit) {
+  const auto refuse = [&](const std::string& why) { return Error("serial output file " + path + ": " + why); };
+  // O_NOFOLLOW: a link planted at PATH must not redirect (and truncate) the
+  // write elsewhere. O_NONBLOCK: a FIFO opens at once or fails (ENXIO), it
+  // never waits for a reader. No O_TRUNC: nothing is cut before the checks.
+  timers::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600));
+  if (!fd) {
+    const int err = errno;
+    if (err == ELOOP) throw refuse("is a symbolic link; refusing to follow it (give the link's target instead)");
+    if (err == ENXIO) throw refuse("is not a regular file (a FIFO or socket); use a file, or --serial stdio");
+    if (err == EISDIR) throw refuse("is a directory");
+    throw refuse(std::string("cannot open: ") + std::strerror(err));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw refuse(std::string("cannot stat: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw refuse("is not a regular file; use a file, or --serial stdio or null");
+  if (st.st_nlink != 1) {
+    throw refuse("has " + std::to_string(st.st_nlink) + " hard links; refusing to write through another name");
+  }
+  if (st.st_uid != ::geteuid()) {
+    throw refuse("belongs to uid " + std::to_string(st.st_uid) + ", not to this process's uid " +
+                 std::to_string(::geteuid()));
+  }
+  if (::ftruncate(fd.get(), 0) != 0) throw refuse(std::string("cannot truncate: ") + std::strerror(errno));
+  if ((st.st_mode & 07777) != 0600 && ::fchmod(fd.get(), 0600) != 0) {
+    throw refuse(std::string("cannot make it private (mode 0600): ") + std::strerror(errno));
+  }
   const int raw = fd.get();
-  return std::unique_ptr<FdOutput>(new FdOutput(raw, std::move(fd), stall_limit));
+  return std::unique_ptr<FdOutput>(new FdOutput(raw, std::move(fd), stall_limit, max_bytes));
 }
 
 bool FdOutput::stuck() const noexcept {
@@ -62,8 +90,18 @@ bool FdOutput::stuck() const noexcept {
   return stuck_;
 }
 
-void FdOutput::write(std::span<const std::uint8_t> bytes) noexcept {
+void FdOutput::write(std::span<const std::uint8_t> full_bytes) noexcept {
   std::lock_guard lock(mu_);
+  // written_ only grows under mu_, so it is the file's size here.
+  const std::uint64_t room = max_bytes_ - written_.load(std::memory_order_relaxed);
+  const std::span<const std::uint8_t> bytes = full_bytes.first(std::min<std::uint64_t>(full_bytes.size(), room));
+  if (bytes.size() < full_bytes.size()) {
+    dropped_.fetch_add(full_bytes.size() - bytes.size(), std::memory_order_relaxed);
+    if (!full_) {
+      full_ = true;
+      spdlog::warn("serial output reached its limit of {} bytes; the rest of the guest's output is dropped", max_bytes_);
+    }
+  }
   std::size_t done = 0;
   // A stuck sink gets no grace period: only what fits right now is written.
   const auto deadline = deadline_after(stuck_ ? std::chrono::milliseconds(0) : stall_limit_);

@@ -77,11 +77,19 @@ class NullOutput final : public SerialOutput {
 class FdOutput final : public SerialOutput {
  public:
   static constexpr std::chrono::milliseconds kDefaultStallLimit{100};
+  static constexpr std::uint64_t kDefaultFileLimit = 64ull << 20;
 
   // Writes to `fd` without owning it (the process's stdout).
   static std::unique_ptr<FdOutput> borrow(int fd, std::chrono::milliseconds stall_limit = kDefaultStallLimit);
-  // Creates or truncates `path`. Throws vmm::Error when it cannot.
-  static std::unique_ptr<FdOutput> open_file(const std::string& path,
+  // A log file for a guest's console, opened as a careful daemon would: the
+  // last path component is never followed if it is a symbolic link; only a
+  // regular file is used, with no other hard link and owned by this
+  // process's user (never a FIFO, which could block, nor a device); it is
+  // created, or truncated and made, mode 0600 whatever the umask (a console
+  // shows what the guest prints, passwords included); and it never grows
+  // past `max_bytes` (what comes after is dropped, counted and logged once).
+  // Throws vmm::Error naming the file and the reason when it cannot.
+  static std::unique_ptr<FdOutput> open_file(const std::string& path, std::uint64_t max_bytes = kDefaultFileLimit,
                                              std::chrono::milliseconds stall_limit = kDefaultStallLimit);
 
   FdOutput(const FdOutput&) = delete;
@@ -94,13 +102,15 @@ class FdOutput final : public SerialOutput {
   bool stuck() const noexcept;
 
  private:
-  FdOutput(int fd, timers::UniqueFd owned, std::chrono::milliseconds stall_limit) noexcept;
+  FdOutput(int fd, timers::UniqueFd owned, std::chrono::milliseconds stall_limit, std::uint64_t max_bytes) noexcept;
 
   const int fd_;
   const timers::UniqueFd owned_;  // invalid when borrowed
   const std::chrono::milliseconds stall_limit_;
+  const std::uint64_t max_bytes_;
   mutable std::mutex mu_;  // one writer at a time keeps chunks whole
   bool stuck_ = false;
+  bool full_ = false;  // reached max_bytes_ (said once)
   std::atomic<std::uint64_t> written_{0};
   std::atomic<std::uint64_t> dropped_{0};
 };

@@ -34,7 +34,7 @@ if [ "${1:-}" = "--guest-part" ]; then
     if [ "$what" = linux-shell ]; then cmdline+=" vmm.then=shell"; else cmdline+=" vmm.check"; fi
     status=0
     "$vmm" run --kernel "$linux_guest/kernel/vmlinuz" --initrd "$linux_guest/initramfs.cpio.gz" \
-      --cpus 2 --memory 512M --cmdline "$cmdline" "$@" || status=$?
+      --cpus 2 --memory 512M --debug-exit --cmdline "$cmdline" "$@" || status=$?
     # The self-check powers off when it passes and reports a failure through
     # the debug-exit port: status 3 = (1 << 1) | 1.
     case $status in
@@ -48,7 +48,7 @@ if [ "${1:-}" = "--guest-part" ]; then
     # The guest reports success through the debug-exit port: status 1 = (0 << 1) | 1.
     for scenario in smp timers; do
       status=0
-      "$vmm" run --kernel build/release/guest-images/testguest.elf --cpus 2 --memory 64M \
+      "$vmm" run --kernel build/release/guest-images/testguest.elf --cpus 2 --memory 64M --debug-exit \
         --cmdline "test=$scenario" "$@" || status=$?
       if [ "$status" -ne 1 ]; then
         echo "run: test=$scenario failed (vmm exit status $status)" >&2

@@ -16,7 +16,7 @@ namespace {
 constexpr const char* kExitStatusHelp =
     "Exit status:\n"
     "  0    the guest powered off (ACPI S5), or reset under --no-reboot\n"
-    "  odd  the guest wrote v to the debug-exit port 0xf4: (v << 1) | 1 (as QEMU's isa-debug-exit)\n"
+    "  odd  with --debug-exit: the guest wrote v to port 0xf4: (v << 1) | 1 (as QEMU's isa-debug-exit)\n"
     "  2    bad command line\n"
     "  4    the VM could not be set up (kernel, initrd, memory, vCPUs, /dev/kvm)\n"
     "  6    the guest could not run (KVM internal error, failed VM entry)\n"
@@ -88,6 +88,8 @@ Command parse_command_line(const std::vector<std::string>& args) {
   run->add_option("--serial", serial, "COM1 goes to: stdio (default), null, or file:PATH");
   run->add_flag("--no-reboot", no_reboot, "Exit (status 0) when the guest resets instead of rebooting it");
   run->add_flag("--no-hpet", no_hpet, "Leave the HPET (and its ACPI table) out");
+  run->add_flag("--debug-exit", o.debug_exit,
+                "Let the guest end the run through port 0xf4 with status (v << 1) | 1 (for test guests)");
   run->add_option("--log-level", o.log_level, "trace, debug, info, warn (default), error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   run->add_option("--control", o.control, "Serve the control protocol on this Unix socket path");

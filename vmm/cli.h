@@ -36,6 +36,7 @@ struct RunOptions {
   std::string serial_path;
   bool reboot = true;
   bool hpet = true;
+  bool debug_exit = false;
   std::string log_level = "warn";
   std::optional<std::string> control;  // control socket path
   std::string kvm_device = "/dev/kvm";

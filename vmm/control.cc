@@ -1,6 +1,7 @@
 #include "vmm/control.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -11,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -236,10 +238,20 @@ timers::UniqueFd create_listening_socket(const std::string& path) {
 // How long a connection being closed may take to read its last replies.
 constexpr auto kCloseGrace = std::chrono::seconds(1);
 
+// How long a client over the limit has to send a forced stop, the one
+// request it may make.
+constexpr auto kOverflowGrace = std::chrono::seconds(1);
+
 struct Client {
   timers::UniqueFd fd;
   std::string in;
   std::string out;
+  // Received bytes last at: a client silent for the idle timeout is closed,
+  // so forgotten connections cannot hold every slot.
+  std::chrono::steady_clock::time_point last_heard{};
+  // Accepted beyond kControlMaxClients: it may only stop the VM by force
+  // (which must always get through), within kOverflowGrace.
+  bool overflow = false;
   // Close once `out` is flushed, or at close_by, whichever comes first: a
   // peer that stops reading never holds a slot for long.
   bool closing = false;
@@ -286,7 +298,13 @@ void send_and_close(timers::UniqueFd fd, const std::string& reply) noexcept {
 
 // ------------------------------------------------------------------ requests
 
-std::string control_handle_request(Vm& vm, std::string_view line) noexcept {
+namespace {
+
+// As control_handle_request; sets *forced_stop when the line was a valid
+// forced stop (carried out). With `only_forced_stop`, any other valid
+// request is left undone (*forced_stop stays false).
+std::string handle_request(Vm& vm, std::string_view line, bool only_forced_stop, bool* forced_stop) noexcept {
+  *forced_stop = false;
   try {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) return error_reply("empty request line");
@@ -313,6 +331,8 @@ std::string control_handle_request(Vm& vm, std::string_view line) noexcept {
       force = it->get<bool>();
     }
 
+    if (only_forced_stop && !(cmd == "stop" && force)) return {};
+
     json reply = {{"ok", true}};
     std::string why;
     bool ok = true;
@@ -333,6 +353,7 @@ std::string control_handle_request(Vm& vm, std::string_view line) noexcept {
     } else if (cmd == "stop") {
       if (force) {
         vm.force_stop();
+        *forced_stop = true;
       } else {
         ok = vm.stop(&why);
       }
@@ -347,9 +368,22 @@ std::string control_handle_request(Vm& vm, std::string_view line) noexcept {
   }
 }
 
+std::string too_many_clients_reply() {
+  return error_reply("too many control clients (at most " + std::to_string(kControlMaxClients) +
+                     "); try again later (a forced stop is always served)");
+}
+
+}  // namespace
+
+std::string control_handle_request(Vm& vm, std::string_view line) noexcept {
+  bool forced_stop = false;
+  return handle_request(vm, line, false, &forced_stop);
+}
+
 // -------------------------------------------------------------------- server
 
-ControlServer::ControlServer(const std::string& path, Vm& vm) : path_(path), vm_(vm) {
+ControlServer::ControlServer(const std::string& path, Vm& vm, std::chrono::milliseconds idle_timeout)
+    : path_(path), vm_(vm), idle_timeout_(idle_timeout) {
   install_exit_hooks_once();
   listen_ = create_listening_socket(path_);
   struct stat st {};
@@ -407,16 +441,36 @@ void ControlServer::serve() noexcept {
         send_and_close(std::move(fd), error_reply(why));
         continue;
       }
-      if (clients.size() >= kControlMaxClients) {
-        log_client("refused a client: too many");
-        send_and_close(std::move(fd), error_reply("too many control clients (at most " +
-                                                  std::to_string(kControlMaxClients) + "); try again later"));
-        continue;
-      }
       auto client = std::make_unique<Client>();
       client->fd = std::move(fd);
+      client->last_heard = std::chrono::steady_clock::now();
+      const auto regular = std::count_if(clients.begin(), clients.end(), [](const auto& c) { return !c->overflow; });
+      if (static_cast<std::size_t>(regular) >= kControlMaxClients) {
+        // Full: instead of a refusal at once, a short chance to send a
+        // forced stop, so that no set of clients can lock it out. Overflow
+        // slots are bounded too: the oldest makes room and is refused.
+        std::vector<std::unique_ptr<Client>>::iterator oldest = clients.end();
+        std::size_t overflowing = 0;
+        for (auto it = clients.begin(); it != clients.end(); ++it) {
+          if (!(*it)->overflow || (*it)->drop) continue;
+          ++overflowing;
+          if (oldest == clients.end() || (*it)->last_heard < (*oldest)->last_heard) oldest = it;
+        }
+        if (overflowing >= kControlMaxClients) {
+          log_client("refused a client: too many");
+          send_and_close(std::move((*oldest)->fd), too_many_clients_reply());
+          (*oldest)->drop = true;
+        }
+        client->overflow = true;
+        client->close_by = client->last_heard + kOverflowGrace;
+      }
       clients.push_back(std::move(client));
     }
+  };
+
+  // When the server must act on a client unless it is heard from first.
+  auto deadline = [&](const Client& client) {
+    return client.closing || client.overflow ? client.close_by : client.last_heard + idle_timeout_;
   };
 
   auto start_closing = [](Client& client) {
@@ -431,9 +485,19 @@ void ControlServer::serve() noexcept {
       if (newline == std::string::npos) break;
       if (newline - start + 1 > kControlMaxLine) break;  // reported below
       const std::string_view line(client.in.data() + start, newline - start);
-      client.out += control_handle_request(vm_, line);
-      client.out += '\n';
+      bool forced_stop = false;
+      std::string reply = handle_request(vm_, line, client.overflow, &forced_stop);
       start = newline + 1;
+      if (client.overflow) {
+        // Its one request: served if it was a forced stop, refused otherwise.
+        if (!forced_stop) reply = too_many_clients_reply();
+        client.out += reply + "\n";
+        client.in.clear();
+        start_closing(client);
+        return;
+      }
+      client.out += reply;
+      client.out += '\n';
       if (client.out.size() > kControlMaxPendingOutput) {
         log_client("dropped a client whose replies backed up");
         client.drop = true;
@@ -457,6 +521,7 @@ void ControlServer::serve() noexcept {
     for (int reads = 0; reads < 4 && !client.closing && !client.drop; ++reads) {
       const ssize_t n = ::recv(client.fd.get(), buffer, sizeof buffer, MSG_DONTWAIT);
       if (n > 0) {
+        client.last_heard = std::chrono::steady_clock::now();
         client.in.append(buffer, static_cast<std::size_t>(n));
         execute_lines(client);
         continue;
@@ -487,11 +552,9 @@ void ControlServer::serve() noexcept {
       short events = client->closing ? 0 : POLLIN;
       if (!client->out.empty()) events |= POLLOUT;
       fds.push_back({client->fd.get(), events, 0});
-      if (client->closing) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(client->close_by - now).count();
-        const int ms = left < 0 ? 0 : static_cast<int>(left);
-        if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
-      }
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline(*client) - now).count();
+      const int ms = left < 0 ? 0 : static_cast<int>(std::min<decltype(left)>(left, INT_MAX));
+      if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
     }
     if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
       if (errno == EINTR) continue;
@@ -508,6 +571,17 @@ void ControlServer::serve() noexcept {
         continue;
       }
       if (!client.closing && (revents & (POLLIN | POLLHUP | POLLERR))) read_client(client);
+      if (!client.closing && !client.drop && std::chrono::steady_clock::now() >= deadline(client)) {
+        if (client.overflow) {
+          log_client("refused a client: too many");
+          client.out += too_many_clients_reply() + "\n";
+        } else {
+          log_client("closed an idle client");
+          client.out += error_reply("closed after " + std::to_string(idle_timeout_.count()) +
+                                    " ms without a request") + "\n";
+        }
+        start_closing(client);
+      }
       if (!client.drop && !client.out.empty() && !flush(client)) client.drop = true;
       if (client.closing &&
           (client.out.empty() || (revents & (POLLHUP | POLLERR)) || std::chrono::steady_clock::now() >= client.close_by)) {

@@ -43,8 +43,15 @@
 // line. Errors that close it after the reply: a line longer than 4096 bytes
 // ("request line longer than 4096 bytes"), input that ends without a
 // newline (the partial line is never executed), a peer that is not the
-// socket's owner, more than 16 clients at once ("too many control clients").
-// A client whose unread replies back up past 64 KiB is disconnected.
+// socket's owner, a client silent for 30 s (the idle timeout: "closed after
+// 30000 ms without a request"). A client whose unread replies back up past
+// 64 KiB is disconnected.
+//
+// At most 16 clients are served at once. One more is still accepted, for
+// 1 s and one request: a forced stop is carried out, anything else (or
+// nothing) gets "too many control clients" and the connection is closed.
+// So neither busy nor forgotten clients can lock out `stop --force`; up to
+// 16 such overflow connections wait at a time, the oldest giving way.
 //
 // Access: only the owner may connect. The socket file is created with mode
 // 0600 (bound in a private 0700 directory and linked into place, so it is
@@ -72,6 +79,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -86,6 +94,7 @@ class Vm;
 inline constexpr std::size_t kControlMaxLine = 4096;
 inline constexpr std::size_t kControlMaxClients = 16;
 inline constexpr std::size_t kControlMaxPendingOutput = 64 * 1024;
+inline constexpr std::chrono::milliseconds kControlIdleTimeout{30'000};
 
 // Executes one request line (without its newline) against `vm` and returns
 // the reply line (without its newline). Never throws.
@@ -96,7 +105,8 @@ class ControlServer {
   // Creates the socket at `path` (see "Access" above) and starts serving.
   // Throws vmm::Error naming the problem (path too long, not a socket,
   // in use by a running VMM, permission denied...).
-  ControlServer(const std::string& path, Vm& vm);
+  ControlServer(const std::string& path, Vm& vm,
+                std::chrono::milliseconds idle_timeout = kControlIdleTimeout);
   // Stops the thread, closes every connection (after one last attempt to
   // send pending replies) and unlinks the socket.
   ~ControlServer();
@@ -111,6 +121,7 @@ class ControlServer {
 
   std::string path_;
   Vm& vm_;
+  const std::chrono::milliseconds idle_timeout_;
   timers::UniqueFd listen_;
   timers::UniqueFd wake_;
   dev_t dev_ = 0;  // the socket file we created, so we never unlink another

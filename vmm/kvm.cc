@@ -325,9 +325,25 @@ VMM_VCPU_GET(kvm_vcpu_events, events, KVM_GET_VCPU_EVENTS)
 VMM_VCPU_SET(kvm_vcpu_events, set_events, KVM_SET_VCPU_EVENTS)
 VMM_VCPU_GET(kvm_xcrs, xcrs, KVM_GET_XCRS)
 VMM_VCPU_SET(kvm_xcrs, set_xcrs, KVM_SET_XCRS)
+VMM_VCPU_GET(kvm_debugregs, debugregs, KVM_GET_DEBUGREGS)
+VMM_VCPU_SET(kvm_debugregs, set_debugregs, KVM_SET_DEBUGREGS)
 
 #undef VMM_VCPU_GET
 #undef VMM_VCPU_SET
+
+std::vector<std::uint8_t> KvmVcpu::xsave() const {
+  std::vector<std::uint8_t> region(detail::kXsaveRegionSize);
+  if (xioctl(fd_.get(), detail::kIoctlGetXsave, region.data()) < 0) {
+    if (errno == EINVAL || errno == ENOTTY) return {};
+    throw_vcpu_errno(index_, "KVM_GET_XSAVE failed");
+  }
+  return region;
+}
+
+void KvmVcpu::set_xsave(std::span<const std::uint8_t> region) {
+  if (region.size() != detail::kXsaveRegionSize) throw Error("vcpu " + std::to_string(index_) + ": bad XSAVE region size");
+  if (xioctl(fd_.get(), detail::kIoctlSetXsave, region.data()) < 0) throw_vcpu_errno(index_, "KVM_SET_XSAVE failed");
+}
 
 void KvmVcpu::set_mp_state(std::uint32_t state) {
   kvm_mp_state mp{};
@@ -396,6 +412,8 @@ VcpuSnapshot KvmVcpu::snapshot(std::span<const std::uint32_t> msr_indices) const
   s.regs = regs();
   s.sregs = sregs();
   s.fpu = fpu();
+  s.xsave = xsave();
+  s.debugregs = debugregs();
   kvm_xcrs x{};
   if (xioctl(fd_.get(), KVM_GET_XCRS, &x) == 0) {
     s.xcrs = x;
@@ -418,8 +436,11 @@ void KvmVcpu::restore(const VcpuSnapshot& s) {
   set_sregs(s.sregs);
   set_regs(s.regs);
   set_fpu(s.fpu);
+  // After the FPU, which it contains and completes with the extended state.
+  if (!s.xsave.empty()) set_xsave(s.xsave);
   if (s.has_xcrs) set_xcrs(s.xcrs);
   set_msrs(s.msrs);
+  set_debugregs(s.debugregs);
   if (s.has_lapic) set_lapic(s.lapic);
   // The snapshot's events carry "nothing pending": restoring them drops any
   // exception, NMI or interrupt the old run left queued.
@@ -538,21 +559,23 @@ void apply_entry_state(KvmVcpu& vcpu, const boot::EntryState& state) {
   vcpu.set_regs(r);
 }
 
-std::vector<std::uint32_t> reset_msr_indices(const KvmSystem& system) {
-  static constexpr std::uint32_t kWanted[] = {
-      0x174,       0x175,       0x176,        // IA32_SYSENTER_CS/ESP/EIP
-      0x277,                                  // IA32_PAT
-      0xC0000081,  0xC0000082,  0xC0000083,   // STAR, LSTAR, CSTAR
-      0xC0000084,  0xC0000102,  0xC0000103,   // SFMASK, KERNEL_GS_BASE, TSC_AUX
-      0x11,        0x12,                      // KVM wall clock / system time (old numbers)
-      0x4B564D00,  0x4B564D01,                // KVM wall clock / system time
-      0x4B564D02,  0x4B564D03,  0x4B564D04,   // async PF, steal time, PV EOI
-      0x4B564D06,                             // async PF interrupt
+std::vector<std::uint32_t> reset_msr_indices(const KvmSystem& system, KvmVcpu& probe) {
+  static constexpr std::uint32_t kKept[] = {
+      0x10,        // IA32_TSC
+      0x1B,        // IA32_APIC_BASE (in the sregs)
+      0x3B,        // IA32_TSC_ADJUST
+      0xC0000080,  // EFER (in the sregs)
   };
-  const std::vector<std::uint32_t> available = system.msr_index_list();
   std::vector<std::uint32_t> result;
-  for (std::uint32_t msr : kWanted) {
-    if (std::find(available.begin(), available.end(), msr) != available.end()) result.push_back(msr);
+  for (std::uint32_t msr : system.msr_index_list()) {
+    if (std::find(std::begin(kKept), std::end(kKept), msr) != std::end(kKept)) continue;
+    // Some listed MSRs belong to features this vCPU does not have: keep
+    // only what KVM lets us read and put back unchanged.
+    try {
+      probe.set_msrs(probe.msrs(std::span(&msr, 1)));
+      result.push_back(msr);
+    } catch (const Error&) {
+    }
   }
   return result;
 }

@@ -65,6 +65,10 @@ inline constexpr unsigned long kIoctlSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, siz
 inline constexpr unsigned long kIoctlSetSignalMask = _IOC(_IOC_WRITE, KVMIO, 0x8b, sizeof(SignalMaskHeader));
 inline constexpr unsigned long kIoctlSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, sizeof(Cpuid2Header));
 inline constexpr unsigned long kIoctlGetCpuid2 = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x91, sizeof(Cpuid2Header));
+// kvm_xsave: its 4 KiB legacy region (what KVM_GET_XSAVE fills).
+inline constexpr std::size_t kXsaveRegionSize = 4096;
+inline constexpr unsigned long kIoctlGetXsave = _IOC(_IOC_READ, KVMIO, 0xa4, kXsaveRegionSize);
+inline constexpr unsigned long kIoctlSetXsave = _IOC(_IOC_WRITE, KVMIO, 0xa5, kXsaveRegionSize);
 
 // Storage for one of those structures: a header followed by `count`
 // entries, zeroed and 8-byte aligned.
@@ -204,6 +208,10 @@ struct VcpuSnapshot {
   kvm_regs regs{};
   kvm_sregs sregs{};
   kvm_fpu fpu{};
+  // x87, SSE and every extended (AVX, AVX-512, PKRU...) register; empty
+  // where KVM has no KVM_GET_XSAVE.
+  std::vector<std::uint8_t> xsave;
+  kvm_debugregs debugregs{};
   kvm_xcrs xcrs{};
   bool has_xcrs = false;
   kvm_lapic_state lapic{};
@@ -245,6 +253,11 @@ class KvmVcpu {
   void set_events(const kvm_vcpu_events& events);
   kvm_xcrs xcrs() const;
   void set_xcrs(const kvm_xcrs& xcrs);
+  kvm_debugregs debugregs() const;
+  void set_debugregs(const kvm_debugregs& debugregs);
+  // KVM_GET_XSAVE's region; empty when this KVM has none.
+  std::vector<std::uint8_t> xsave() const;
+  void set_xsave(std::span<const std::uint8_t> region);
   // Reads the listed MSRs; throws if KVM cannot read one of them.
   std::vector<kvm_msr_entry> msrs(std::span<const std::uint32_t> indices) const;
   void set_msrs(std::span<const kvm_msr_entry> msrs);
@@ -283,11 +296,16 @@ class KvmVcpu {
 // interrupt bitmap) keep their current values.
 void apply_entry_state(KvmVcpu& vcpu, const boot::EntryState& state);
 
-// MSRs that a reset must put back: the syscall/sysenter set, PAT, and the
-// KVM paravirtual MSRs, which would otherwise keep KVM writing kvmclock,
-// steal-time and async-PF data into the memory of the rebooted guest.
-// Filtered by what this host's KVM can save (KvmSystem::msr_index_list()).
-std::vector<std::uint32_t> reset_msr_indices(const KvmSystem& system);
+// MSRs that a reset must put back: every MSR this host's KVM saves
+// (KvmSystem::msr_index_list()) that `probe`, a vCPU at power-on with its
+// CPUID set, can read and write back. Whatever the guest left in them
+// (syscall entry points, PAT, MTRRs, debug control, the KVM paravirtual
+// MSRs that would keep KVM writing kvmclock, steal-time and async-PF data
+// into the rebooted guest's memory...) must not outlive a reboot. Left out:
+// the TSC and TSC_ADJUST, which keep counting across a reset so the
+// guest's clocks and KVM's synchronisation of the vCPUs' TSCs hold, and
+// APIC_BASE and EFER, which the segment registers' snapshot carries.
+std::vector<std::uint32_t> reset_msr_indices(const KvmSystem& system, KvmVcpu& probe);
 
 // LAPIC register access in a kvm_lapic_state (little-endian 32-bit words).
 std::uint32_t lapic_reg(const kvm_lapic_state& lapic, std::uint32_t offset) noexcept;

@@ -51,6 +51,7 @@ int run_vm(const vmm::RunOptions& o) {
   config.boot.hpet = o.hpet;
   config.memory = o.memory;
   config.reboot = o.reboot;
+  config.debug_exit = o.debug_exit;
   config.process_start = g_process_start;
   // Every input is checked before /dev/kvm is opened: a wrong path or a bad
   // image is named as such on any host, with or without KVM.

@@ -67,7 +67,7 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
   pio_.insert(acpi::kPm1aControlPort, acpi::kPm1ControlLength, acpi_pm_.control_block(), "pm1a control");
   pio_.insert(acpi::kPmTimerPort, acpi::kPmTimerLength, acpi_pm_.pm_timer(), "pm timer");
   pio_.insert(acpi::kResetPort, 1, acpi_pm_.reset_port(), "reset control");
-  pio_.insert(devices::DebugExit::kPort, devices::DebugExit::kSize, debug_exit_, "debug exit");
+  if (config.debug_exit) pio_.insert(devices::DebugExit::kPort, devices::DebugExit::kSize, debug_exit_, "debug exit");
   pio_.insert(devices::PvPanic::kPort, devices::PvPanic::kSize, pvpanic_, "pvpanic");
   pio_.insert(devices::BootProgress::kPort, devices::BootProgress::kSize, boot_progress_, "boot progress");
 

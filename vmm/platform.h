@@ -63,6 +63,9 @@ struct PlatformConfig {
   bool hpet = true;
   devices::SerialOutput* serial_output = nullptr;  // required
   timers::Nanos boot_progress_start = 0;           // "process start" on the loops' clock
+  // The debug-exit port at 0xF4 (see VmConfig::debug_exit); absent, its
+  // writes go nowhere like any unclaimed port's.
+  bool debug_exit = false;
 };
 
 class Platform {

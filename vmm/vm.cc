@@ -84,6 +84,7 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
   PlatformConfig platform_config;
   platform_config.cpus = cpus;
   platform_config.hpet = config.boot.hpet;
+  platform_config.debug_exit = config.debug_exit;
   platform_config.serial_output = config.serial_output ? config.serial_output : &null_output_;
   platform_config.boot_progress_start = config.process_start != 0 ? config.process_start : now_ns();
   platform_ = std::make_unique<Platform>(
@@ -104,12 +105,12 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
   image_ = std::move(guest.image);
   spdlog::info("vm: {}", boot::describe(image_));
 
-  reset_msrs_ = reset_msr_indices(kvm);
   for (unsigned i = 0; i < cpus; ++i) {
     KvmVcpu vcpu = kvm_vm_.create_vcpu(i);
     vcpu.set_cpuid(vcpu_cpuid(kvm.supported_cpuid(),
                               CpuidOptions{.vcpu_index = i, .vcpu_count = cpus,
                                            .tsc_deadline = kvm.has_tsc_deadline_timer()}));
+    if (i == 0) reset_msrs_ = reset_msr_indices(kvm, vcpu);
     power_on_.push_back(vcpu.snapshot(reset_msrs_));
     VcpuIo io;
     io.pio = &platform_->pio();

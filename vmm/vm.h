@@ -60,6 +60,11 @@ struct VmConfig {
   std::chrono::milliseconds graceful_timeout{5000};
   // Boot milestones are timed from here (CLOCK_MONOTONIC ns; 0 = VM creation).
   timers::Nanos process_start = 0;
+  // Lets the guest end the run with a status of its choosing through port
+  // 0xF4 (--debug-exit). Off by default: a guest could otherwise make the
+  // VMM exit with statuses a supervisor reads as the VMM's own failures or
+  // as a death by signal. Test guests need it to report their verdict.
+  bool debug_exit = false;
 };
 
 // How a run ended, and the process exit status the CLI uses for it. Even

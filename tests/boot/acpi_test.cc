@@ -6,6 +6,7 @@
 #include <map>
 #include <numeric>
 
+#include "devices/ioapic.h"
 #include "tests/boot/aml_reader.h"
 #include "tests/boot/test_support.h"
 #include "vmm/boot/acpi_tables.h"
@@ -283,6 +284,19 @@ TEST_P(AcpiMadt, OneEnabledLocalApicPerVcpuAndTheIoApic) {
   EXPECT_EQ(test::by_value(io_apics[0].gsi_base), 0u);
   EXPECT_EQ(test::by_value(io_apics[0].io_apic_id), io_apic_id(cpus));
   for (const MadtLocalApic& cpu : cpus_seen) EXPECT_NE(cpu.apic_id, test::by_value(io_apics[0].io_apic_id));
+  // The IOAPIC model, made with the ID the platform gives it, must report
+  // the MADT's ID in its ID register: FreeBSD compares the two and rewrites
+  // the register, 32-bit Linux picks the register's value when they differ.
+  struct NullMsi final : devices::MsiSink {
+    void send_msi(const devices::MsiMessage&) noexcept override {}
+  } msi;
+  devices::IoApic ioapic(msi, nullptr, io_apic_id(cpus));
+  const std::uint8_t select[4] = {devices::IoApic::kRegId, 0, 0, 0};
+  ioapic.write(devices::IoApic::kRegisterSelect, select);
+  std::uint8_t id_register[4] = {};
+  ioapic.read(devices::IoApic::kWindow, id_register);
+  EXPECT_EQ(devices::load_le(id_register) >> 24, test::by_value(io_apics[0].io_apic_id))
+      << "the IOAPIC's ID register disagrees with the MADT at " << cpus << " vCPUs";
 
   ASSERT_EQ(overrides.size(), 2u);
   EXPECT_EQ(test::by_value(overrides[0].bus), 0);
@@ -300,7 +314,7 @@ TEST_P(AcpiMadt, OneEnabledLocalApicPerVcpuAndTheIoApic) {
   EXPECT_EQ(test::by_value(nmis[0].lint), 1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Vcpus, AcpiMadt, ::testing::Values(1u, 2u, 4u, 64u, kMaxCpus));
+INSTANTIATE_TEST_SUITE_P(Vcpus, AcpiMadt, ::testing::Values(1u, 2u, 4u, 15u, 16u, 64u, kMaxCpus));
 
 TEST_F(AcpiFixture, HpetTableDescribesAThreeComparatorHpet) {
   const AcpiTables tables = write_acpi_tables(memory, {1, true});

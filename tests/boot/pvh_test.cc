@@ -260,5 +260,22 @@ TEST_F(PvhTest, RejectsElfWithoutProgramHeaders) {
   expect_error([&] { load(memory, config); }, {"0 program headers"});
 }
 
+TEST_F(PvhTest, RejectsOverlappingSegments) {
+  // A few hundred bytes of headers that all claim most of guest RAM: loaded,
+  // each would be zero-filled in turn (headers x RAM of work at every boot).
+  ElfSpec spec;
+  spec.pvh_entry = kEntry;
+  for (int i = 0; i < 512; ++i) spec.segments.push_back({0x100000, test::pattern(16, 3), 30 * kMiB});
+  expect_load_error(spec, {"overlap", "0x100000"});
+
+  // Partial overlap in any order of the headers.
+  spec.segments = {{0x200000, test::pattern(16, 1), 0x1000}, {0x100000, test::pattern(16, 2), 0x100001}};
+  expect_load_error(spec, {"[0x100000, 0x200001)", "[0x200000, 0x201000)", "overlap"});
+
+  // Adjacent is not overlapping.
+  spec.segments = {{0x200000, test::pattern(16, 1), 0x1000}, {0x100000, test::pattern(16, 2), 0x100000}};
+  EXPECT_EQ(load_elf(spec).kernel, (GuestRange{0x100000, 0x101000}));
+}
+
 }  // namespace
 }  // namespace vmm::boot

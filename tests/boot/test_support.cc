@@ -10,29 +10,6 @@
 
 namespace vmm::boot::test {
 
-TempDir::TempDir() {
-  std::string templ = (std::filesystem::temp_directory_path() / "boot-test-XXXXXX").string();
-  if (::mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-  path_ = templ;
-}
-
-TempDir::~TempDir() {
-  std::error_code ignored;
-  std::filesystem::remove_all(path_, ignored);
-}
-
-std::filesystem::path TempDir::write(std::string_view name, const Bytes& contents) const {
-  const std::filesystem::path file = path_ / name;
-  std::ofstream out(file, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(contents.data()), static_cast<std::streamsize>(contents.size()));
-  if (!out) throw std::runtime_error("cannot write " + file.string());
-  return file;
-}
-
-std::filesystem::path TempDir::write(std::string_view name, std::string_view contents) const {
-  return write(name, Bytes(contents.begin(), contents.end()));
-}
-
 Bytes pattern(std::size_t size, std::uint8_t seed) {
   Bytes bytes(size);
   for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::uint8_t>((i * 131 + (i >> 8) * 7 + seed) & 0xFF);

@@ -14,6 +14,7 @@
 
 #include "devices/error.h"
 #include "devices/guest_memory.h"
+#include "tests/common/temp_dir.h"
 
 namespace vmm::boot::test {
 
@@ -21,21 +22,7 @@ using Bytes = std::vector<std::uint8_t>;
 
 inline constexpr std::uint64_t kMiB = 1ull << 20;
 
-// A directory that is removed with everything in it when the object dies.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::filesystem::path& path() const noexcept { return path_; }
-  std::filesystem::path write(std::string_view name, const Bytes& contents) const;
-  std::filesystem::path write(std::string_view name, std::string_view contents) const;
-
- private:
-  std::filesystem::path path_;
-};
+using TempDir = vmm::testing::TempDir;
 
 // Deterministic, position-dependent filler, so a misplaced copy shows.
 Bytes pattern(std::size_t size, std::uint8_t seed);

@@ -485,6 +485,23 @@ TEST_F(HpetTest, PauseKeepsCountingAndResumeFiresWhatCameDue) {
   EXPECT_EQ(hpet->armed(0), 0);
 }
 
+// A VM reset of a paused VM resets a paused HPET: power-on state is
+// running, so a comparator armed after the reset fires without a resume
+// (which the VM would refuse: it reports running after a reset).
+TEST_F(HpetTest, ResetOfAPausedHpetLeavesItRunning) {
+  enable();
+  start_periodic(0, counter() + 1000, 1000, kRoute20);
+  hpet->pause();
+  hpet->drain_timers();
+  hpet->reset(system.loop(0));
+  enable();
+  start_periodic(0, counter() + 100'000, 100'000, kRoute20);  // 1 ms
+  EXPECT_NE(hpet->armed(0), 0) << "power-on state is not paused";
+  run_to(clock.now() + 10 * kMillisecond);
+  EXPECT_GE(runs(0), 9u);
+  EXPECT_GE(pins[20].rising_edges(), 9u);
+}
+
 TEST_F(HpetTest, DrainThenResetRestoresPowerOn) {
   enable();
   start_periodic(0, counter() + 1000, 1000, kRoute20);

@@ -114,8 +114,8 @@ TEST(IoApic, IdentificationRegisters) {
   EXPECT_EQ(c.read_reg(IoApic::kRegVersion), 0x00170020u) << "24 entries (max index 0x17), version 0x20";
   EXPECT_EQ(c.read_reg(IoApic::kRegId), 0u);
   c.write_reg(IoApic::kRegId, 0xFFFFFFFF);
-  EXPECT_EQ(c.read_reg(IoApic::kRegId), 0x0F000000u) << "only the 4-bit ID in bits 27:24 is writable";
-  EXPECT_EQ(c.read_reg(IoApic::kRegArbitration), 0x0F000000u);
+  EXPECT_EQ(c.read_reg(IoApic::kRegId), 0xFF000000u) << "only the 8-bit ID in bits 31:24 is writable";
+  EXPECT_EQ(c.read_reg(IoApic::kRegArbitration), 0xFF000000u);
   c.write_reg(IoApic::kRegVersion, 0);
   c.write_reg(IoApic::kRegArbitration, 0);
   EXPECT_EQ(c.read_reg(IoApic::kRegVersion), 0x00170020u);

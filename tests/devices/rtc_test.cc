@@ -703,6 +703,22 @@ TEST_F(RtcTest, DrainStopsHandlersAndResetRearmsNothing) {
   EXPECT_NE(rtc->armed().update, 0) << "usable again after reset";
 }
 
+// A VM reset while the VM is paused (the host's reset request, or the
+// guest's own reboot caught by a pause) resets a paused RTC: power-on state
+// is running, so the chip must interrupt again without a resume, which the
+// VM would refuse (it reports running after a reset).
+TEST_F(RtcTest, ResetOfAPausedRtcLeavesItRunning) {
+  set(Rtc::kRegB, Rtc::kRegB24h | Rtc::kRegBPie);
+  rtc->pause();
+  rtc->drain_timers();
+  rtc->reset(system.loop(0));
+  set(Rtc::kRegB, Rtc::kRegB24h | Rtc::kRegBPie);
+  EXPECT_NE(rtc->armed().periodic, 0) << "power-on state is not paused";
+  run_to(clock.now() + 5 * kMillisecond, [&] { (void)get(Rtc::kRegC); });
+  EXPECT_GE(rtc->stats().handler_runs, 4u) << "1024 Hz for 5 ms";
+  EXPECT_GE(irq.rising_edges(), 4u);
+}
+
 TEST_F(RtcTest, RandomPortTrafficStaysBoundedAndQuiet) {
   testing::LogCapture logs;
   spdlog::warn("capture check");

@@ -3,12 +3,16 @@
 #include "devices/serial.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "devices/error.h"
+#include "tests/common/temp_dir.h"
 #include "tests/devices/fakes.h"
 
 namespace vmm::devices {
@@ -579,6 +584,107 @@ TEST(FdOutput, FileOutputAndOpenFailure) {
   std::filesystem::remove(path);
   EXPECT_THROW(FdOutput::open_file("/nonexistent-dir/serial.log"), vmm::Error);
   EXPECT_THROW(FdOutput::borrow(-1), vmm::Error);
+}
+
+// --serial file:PATH is opened the way a careful daemon opens a log: never
+// through a symbolic link, only a regular file of its own, mode 0600, and
+// never more than a size limit.
+
+std::string file_content(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream content;
+  content << in.rdbuf();
+  return content.str();
+}
+
+void expect_open_error(const std::string& path, const std::string& fragment) {
+  try {
+    FdOutput::open_file(path);
+    ADD_FAILURE() << "opened " << path << "; expected an error containing '" << fragment << "'";
+  } catch (const vmm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << "the message names the file: " << e.what();
+  }
+}
+
+TEST(FdOutput, FileIsNeverOpenedThroughASymbolicLink) {
+  vmm::testing::TempDir dir;
+  const std::string target = dir.file("precious");
+  dir.write("precious", "keep me");
+  const std::string link = dir.file("serial.log");
+  ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
+  expect_open_error(link, "symbolic link");
+  EXPECT_EQ(file_content(target), "keep me") << "the link's target was truncated";
+}
+
+TEST(FdOutput, FileThatIsAFifoIsRefusedWithoutHanging) {
+  vmm::testing::TempDir dir;
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto opened = std::async(std::launch::async, [&] { expect_open_error(fifo, "not a regular file"); });
+  if (opened.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    // Release the open stuck waiting for a reader, then fail.
+    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    opened.wait();
+    if (reader >= 0) ::close(reader);
+    FAIL() << "opening a FIFO with no reader hung";
+  }
+  opened.get();
+  // With a reader waiting it would open at once: still not a log file.
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  expect_open_error(fifo, "not a regular file");
+  ::close(reader);
+}
+
+TEST(FdOutput, FileThatIsNotARegularFileIsRefused) {
+  vmm::testing::TempDir dir;
+  expect_open_error(dir.path(), "directory");
+  expect_open_error("/dev/null", "not a regular file");
+}
+
+TEST(FdOutput, FileWithOtherHardLinksIsRefused) {
+  vmm::testing::TempDir dir;
+  const std::string other = dir.file("other");
+  dir.write("other", "keep me");
+  const std::string log = dir.file("serial.log");
+  ASSERT_EQ(::link(other.c_str(), log.c_str()), 0);
+  expect_open_error(log, "hard link");
+  EXPECT_EQ(file_content(other), "keep me");
+}
+
+TEST(FdOutput, FileIsCreatedAndKeptPrivate) {
+  vmm::testing::TempDir dir;
+  const std::string log = dir.file("serial.log");
+  const mode_t old_umask = ::umask(0);  // the mode must not depend on the caller's umask
+  {
+    auto output = FdOutput::open_file(log);
+    output->write(as_bytes("secret"));
+  }
+  ::umask(old_umask);
+  struct stat st {};
+  ASSERT_EQ(::stat(log.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(file_content(log), "secret");
+
+  // An existing file of ours: truncated, and made private if it was not.
+  ASSERT_EQ(::chmod(log.c_str(), 0644), 0);
+  FdOutput::open_file(log)->write(as_bytes("new"));
+  ASSERT_EQ(::stat(log.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(file_content(log), "new");
+}
+
+TEST(FdOutput, FileStopsGrowingAtItsLimit) {
+  vmm::testing::TempDir dir;
+  const std::string log = dir.file("serial.log");
+  auto output = FdOutput::open_file(log, 100);
+  output->write(as_bytes(std::string(60, 'a')));
+  output->write(as_bytes(std::string(60, 'b')));
+  output->write(as_bytes(std::string(60, 'c')));
+  EXPECT_EQ(output->bytes_written(), 100u);
+  EXPECT_EQ(output->bytes_dropped(), 80u);
+  EXPECT_EQ(file_content(log), std::string(60, 'a') + std::string(40, 'b'));
 }
 
 TEST(Serial, WorksWithNullOutput) {

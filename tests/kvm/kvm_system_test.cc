@@ -2,7 +2,11 @@
 // CPUID as KVM stores it, snapshots.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "devices/error.h"
 #include "kvm_fixture.h"
@@ -152,7 +156,7 @@ TEST(KvmVcpu, SnapshotRestoresTheResetState) {
   KvmVm vm(system);
   vm.enable_split_irqchip(24);
   KvmVcpu vcpu = vm.create_vcpu(0);
-  const auto msrs = reset_msr_indices(system);
+  const auto msrs = reset_msr_indices(system, vcpu);
   const VcpuSnapshot reset = vcpu.snapshot(msrs);
 
   kvm_regs r = vcpu.regs();
@@ -171,6 +175,71 @@ TEST(KvmVcpu, SnapshotRestoresTheResetState) {
   EXPECT_EQ(lapic_reg(vcpu.lapic(), 0xf0), lapic_reg(reset.lapic, 0xf0));
   EXPECT_EQ(vcpu.mp_state().mp_state, reset.mp_state.mp_state);
   std::printf("[ info ] reset snapshot covers %zu MSRs\n", msrs.size());
+}
+
+std::uint64_t read_msr(const KvmVcpu& vcpu, std::uint32_t index) {
+  return vcpu.msrs(std::span(&index, 1)).at(0).data;
+}
+
+// A guest's breakpoints, vector registers and MSRs must not outlive a
+// reboot: the next boot (or the next kernel) starts from power-on state.
+TEST(KvmVcpu, SnapshotRestoresDebugRegistersExtendedStateAndMsrs) {
+  SKIP_WITHOUT_KVM();
+  KvmSystem& system = kvm_system();
+  KvmVm vm(system);
+  vm.enable_split_irqchip(24);
+  KvmVcpu vcpu = vm.create_vcpu(0);
+  vcpu.set_cpuid(vcpu_cpuid(system.supported_cpuid(), {.vcpu_index = 0, .vcpu_count = 1, .tsc_deadline = true}));
+  const auto msrs = reset_msr_indices(system, vcpu);
+  const VcpuSnapshot power_on = vcpu.snapshot(msrs);
+
+  // A hardware breakpoint armed on an address.
+  kvm_debugregs d = vcpu.debugregs();
+  d.db[0] = 0xffffffff81000000ull;
+  d.dr7 = 0x403;  // L0 and G0 enabled, execute breakpoint
+  vcpu.set_debugregs(d);
+  ASSERT_EQ(vcpu.debugregs().db[0], d.db[0]);
+
+  // Extended state: the upper half of YMM0 (XSAVE component 2, at offset
+  // 576 of the standard format), where the CPU has AVX.
+  const kvm_cpuid_entry2* leaf_d = find_cpuid(vcpu.cpuid(), 0xd, 0);
+  const bool has_avx = leaf_d != nullptr && (leaf_d->eax & 4) != 0 && !power_on.xsave.empty();
+  constexpr std::size_t kYmm0High = 576;
+  constexpr std::size_t kXstateBv = 512;
+  if (has_avx) {
+    std::vector<std::uint8_t> x = vcpu.xsave();
+    std::fill_n(x.begin() + kYmm0High, 16, 0xA5);
+    x[kXstateBv] |= 4;
+    vcpu.set_xsave(x);
+    ASSERT_EQ(vcpu.xsave()[kYmm0High], 0xA5);
+  }
+
+  // An MSR beyond the syscall set: IA32_MISC_ENABLE's "limit CPUID maxval"
+  // bit, which would hide most CPUID leaves from the next boot.
+  constexpr std::uint32_t kMiscEnable = 0x1A0;
+  constexpr std::uint64_t kLimitCpuidMaxval = 1ull << 22;
+  const std::vector<std::uint32_t> listed = system.msr_index_list();
+  const bool has_misc_enable = std::find(listed.begin(), listed.end(), kMiscEnable) != listed.end();
+  const std::uint64_t misc_at_power_on = has_misc_enable ? read_msr(vcpu, kMiscEnable) : 0;
+  if (has_misc_enable) {
+    const kvm_msr_entry e{.index = kMiscEnable, .reserved = 0, .data = misc_at_power_on ^ kLimitCpuidMaxval};
+    vcpu.set_msrs(std::span(&e, 1));
+    ASSERT_EQ(read_msr(vcpu, kMiscEnable), misc_at_power_on ^ kLimitCpuidMaxval);
+  }
+
+  vcpu.restore(power_on);
+  EXPECT_EQ(vcpu.debugregs().db[0], power_on.debugregs.db[0]);
+  EXPECT_EQ(vcpu.debugregs().dr7, power_on.debugregs.dr7);
+  if (has_avx) {
+    const std::vector<std::uint8_t> x = vcpu.xsave();
+    EXPECT_EQ(std::vector<std::uint8_t>(x.begin() + kYmm0High, x.begin() + kYmm0High + 16),
+              std::vector<std::uint8_t>(power_on.xsave.begin() + kYmm0High, power_on.xsave.begin() + kYmm0High + 16));
+  }
+  if (has_misc_enable) {
+    EXPECT_EQ(read_msr(vcpu, kMiscEnable), misc_at_power_on);
+  }
+  std::printf("[ info ] reset covers %zu MSRs; AVX state %s; IA32_MISC_ENABLE %s\n", msrs.size(),
+              has_avx ? "checked" : "absent", has_misc_enable ? "checked" : "absent");
 }
 
 }  // namespace

@@ -150,7 +150,7 @@ TEST(VcpuExits, HaltWithoutIrqchipExitsAndParks) {
 TEST(VcpuExits, TripleFaultIsAResetRequestAndTheVcpuCanRunAgain) {
   SKIP_WITHOUT_KVM();
   TestMachine m;
-  const VcpuSnapshot power_on = m.vcpu(0).vcpu().snapshot(reset_msr_indices(kvm_system()));
+  const VcpuSnapshot power_on = m.vcpu(0).vcpu().snapshot(reset_msr_indices(kvm_system(), m.vcpu(0).vcpu()));
   m.load(GUEST_IMAGE(triple));
   m.enter_flat32(0);
   m.vcpu(0).start();

@@ -26,6 +26,7 @@
 
 #include "devices/error.h"
 #include "tests/common/subprocess.h"
+#include "tests/common/temp_dir.h"
 #include "tests/vmm/vmm_fixture.h"
 #include "timers/cyclic.h"
 #include "vmm/cli.h"
@@ -65,25 +66,6 @@ const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new Control
 // A scenario that keeps every timer busy, never resets, and ignores the ACPI
 // power button (so a graceful stop stays in "stopping" until its timeout).
 constexpr const char* kBusyGuest = "test=retimer seconds=3600";
-
-// A private directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "vmm-control-test.XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // A raw client: whatever bytes a test wants, with timeouts on every read.
 class RawClient {
@@ -201,6 +183,14 @@ class ControlTest : public ::testing::Test {
     for (int i = 0; i < 2000 && vm_->status().state == VmState::created; ++i) std::this_thread::sleep_for(1ms);
   }
   std::string socket_path() const { return dir_.file("vm.sock"); }
+  // Connects as many clients as the server serves at once; each has one
+  // request answered, which proves the server holds its slot.
+  void fill_every_slot(std::vector<std::unique_ptr<RawClient>>& clients) {
+    for (std::size_t i = 0; i < kControlMaxClients; ++i) {
+      clients.push_back(std::make_unique<RawClient>(socket_path()));
+      ASSERT_TRUE(is_ok(clients.back()->request(R"({"cmd":"status"})"))) << "client " << i;
+    }
+  }
 
   json status() {
     RawClient client(socket_path());
@@ -419,10 +409,7 @@ TEST_F(ControlTest, SilentAndNonReadingClientsDoNotBlockTheOthers) {
 
 TEST_F(ControlTest, ClientsBeyondTheLimitGetAnErrorAndAreClosed) {
   std::vector<std::unique_ptr<RawClient>> held;
-  for (std::size_t i = 0; i < kControlMaxClients; ++i) {
-    held.push_back(std::make_unique<RawClient>(socket_path()));
-    ASSERT_TRUE(is_ok(held.back()->request(R"({"cmd":"status"})"))) << "client " << i;
-  }
+  ASSERT_NO_FATAL_FAILURE(fill_every_slot(held));
   {
     RawClient extra(socket_path());
     const auto reply = extra.line();
@@ -440,6 +427,41 @@ TEST_F(ControlTest, ClientsBeyondTheLimitGetAnErrorAndAreClosed) {
   }
   EXPECT_TRUE(served) << "a freed slot is usable again";
   for (auto& c : held) EXPECT_TRUE(is_ok(c->request(R"({"cmd":"status"})"))) << "held clients still served";
+}
+
+TEST_F(ControlTest, IdleClientsAtTheLimitDoNotLockOutAForcedStop) {
+  std::vector<std::unique_ptr<RawClient>> idle;
+  ASSERT_NO_FATAL_FAILURE(fill_every_slot(idle));
+  {
+    RawClient other(socket_path());
+    EXPECT_NE(error_of(other.request(R"({"cmd":"pause"})")).find("too many control clients"), std::string::npos)
+        << "beyond the limit, nothing but a forced stop is served";
+    EXPECT_TRUE(other.closed_by_server());
+  }
+  EXPECT_EQ(vm_->status().state, VmState::running) << "the refused pause was not carried out";
+  RawClient stopper(socket_path());
+  const json reply = stopper.request(R"({"cmd":"stop","force":true})");
+  EXPECT_TRUE(is_ok(reply)) << reply.dump();
+  EXPECT_TRUE(vm_ended(2s));
+  runner_.join();
+  EXPECT_EQ(outcome_.exit_status, kExitStoppedByHost);
+}
+
+TEST_F(ControlTest, IdleClientsAreClosedAndTheirSlotsServeOthers) {
+  constexpr auto kIdle = 300ms;
+  server_.reset();
+  server_.emplace(socket_path(), *vm_, kIdle);
+  std::vector<std::unique_ptr<RawClient>> idle;
+  ASSERT_NO_FATAL_FAILURE(fill_every_slot(idle));
+  const auto quiet_since = std::chrono::steady_clock::now();
+  for (auto& client : idle) {
+    const auto reply = client->line();
+    ASSERT_TRUE(reply.has_value()) << "an idle client was left open";
+    EXPECT_NE(reply->find("without a request"), std::string::npos) << *reply;
+    EXPECT_TRUE(client->closed_by_server());
+  }
+  EXPECT_GE(std::chrono::steady_clock::now() - quiet_since, kIdle) << "closed before the idle timeout";
+  EXPECT_TRUE(is_ok(status())) << "the freed slots serve new clients";
 }
 
 // Connects as uid 65534 from a child process and reports what happened:

@@ -41,6 +41,7 @@ VmConfig config_for(const std::string& cmdline, unsigned cpus = 1) {
   config.boot.cmdline = cmdline;
   config.boot.cpus = cpus;
   config.memory = 64ull << 20;
+  config.debug_exit = true;  // the test guest's verdict
   return config;
 }
 
@@ -167,6 +168,26 @@ TEST(VmInProcess, RequestsThatMakeNoSenseAreRefusedWithAReason) {
   EXPECT_FALSE(vm.stop(&why)) << "stop while stopping";
   vm.force_stop();
   EXPECT_EQ(outcome.get().end, VmEnd::stopped);
+}
+
+// A host reset of a paused VM: the reboot runs the guest again with every
+// timer device live (the RTC and HPET used to stay paused: status said
+// running, resume was refused, and neither timer fired again).
+TEST(VmInProcess, ResetWhilePausedRestartsEveryTimer) {
+  VMM_REQUIRE_KVM();
+  KvmSystem kvm;
+  timers::CyclicSystem timers;
+  Vm vm(config_for("test=timers"), kvm, timers);
+  Running running(vm);
+  ASSERT_TRUE(eventually([&] { return vm.status().state == VmState::running; }));
+  std::string why;
+  ASSERT_TRUE(vm.pause(&why)) << why;
+  ASSERT_TRUE(eventually([&] { return vm.status().state == VmState::paused; }));
+  ASSERT_TRUE(vm.reset(&why)) << why;
+  ASSERT_TRUE(eventually([&] { return vm.status().boot_generation == 1; }));
+  EXPECT_EQ(vm.status().state, VmState::running);
+  const VmOutcome outcome = running.get();
+  EXPECT_EQ(outcome.exit_status, kGuestOk) << "the rebooted guest's timers did not all fire: " << outcome.message;
 }
 
 TEST(VmInProcess, CreateRunForceStopDestroyLeaksNothing) {

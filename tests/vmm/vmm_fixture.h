@@ -41,11 +41,12 @@ inline bool have_test_guest() {
     if (!::vmm::testing::have_test_guest()) return;           \
   } while (0)
 
-// `vmm run --kernel <guest> --memory 64M --cmdline "<cmdline>" <extra...>`
+// `vmm run --kernel <guest> --memory 64M --debug-exit --cmdline "<cmdline>"
+// <extra...>`: the test guest reports its verdict through the debug-exit port.
 inline ProcessResult run_guest(const std::string& cmdline, std::vector<std::string> extra = {},
                                std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
   std::vector<std::string> argv = {vmm_binary(), "run", "--kernel", test_guest(), "--memory", "64M",
-                                   "--cmdline", cmdline};
+                                   "--debug-exit", "--cmdline", cmdline};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return run_process(argv, timeout);
 }

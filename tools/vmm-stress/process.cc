@@ -95,9 +95,10 @@ struct ProcessRun {
 
   std::vector<std::string> vmm_run_argv(const std::string& cmdline, const std::string& serial,
                                         const std::string& socket) const {
+    // --debug-exit: the test guest's verdict comes through that port.
     std::vector<std::string> argv = {vmm,         "run",    "--kernel", o.kernel, "--memory",  o.memory,
                                      "--cpus",    std::to_string(o.cpus), "--cmdline", cmdline, "--serial", serial,
-                                     "--control", socket};
+                                     "--control", socket,   "--debug-exit"};
     if (!o.initrd.empty()) argv.insert(argv.end(), {"--initrd", o.initrd});
     return argv;
   }

@@ -107,7 +107,7 @@ int run_qemu_start_kill(const Options& o) {
   PeerStats vmm;
   vmm.name = "vmm";
   vmm.argv = {default_vmm_binary(o), "run", "--kernel", o.kernel, "--memory", o.memory, "--cmdline", cmdline,
-              "--serial", "stdio"};
+              "--serial", "stdio", "--debug-exit"};
   PeerStats qemu;
   qemu.name = "qemu";
   qemu.argv = qemu_argv(o, cmdline);
