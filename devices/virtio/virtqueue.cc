@@ -63,33 +63,10 @@ const char* to_string(ChainError error) noexcept {
   return "unknown error";
 }
 
-namespace {
-
-// Calls copy(span_bytes, done, n) for each piece of [skip, skip + length)
-// of the concatenation of `spans`; returns the bytes covered.
-template <typename Copy>
-std::size_t for_each_piece(std::span<const std::span<std::uint8_t>> spans, std::uint64_t skip, std::size_t length,
-                           Copy copy) noexcept {
-  std::size_t done = 0;
-  for (const auto& span : spans) {
-    if (done == length) break;
-    if (skip >= span.size()) {
-      skip -= span.size();
-      continue;
-    }
-    const std::size_t n = std::min<std::size_t>(span.size() - skip, length - done);
-    copy(span.data() + skip, done, n);
-    done += n;
-    skip = 0;
-  }
-  return done;
-}
-
-}  // namespace
-
 bool gather(std::span<const std::span<std::uint8_t>> spans, std::uint64_t skip, std::span<std::uint8_t> out) noexcept {
-  return for_each_piece(spans, skip, out.size(), [&](const std::uint8_t* from, std::size_t done, std::size_t n) {
+  return for_each_piece(spans, skip, out.size(), [&](std::uint8_t* from, std::uint64_t done, std::uint64_t n) {
            std::memcpy(out.data() + done, from, n);
+           return true;
          }) == out.size();
 }
 
@@ -97,8 +74,9 @@ bool scatter(std::span<const std::span<std::uint8_t>> spans, std::uint64_t skip,
   std::uint64_t room = 0;
   for (const auto& span : spans) room += span.size();
   if (skip > room || in.size() > room - skip) return false;
-  for_each_piece(spans, skip, in.size(), [&](std::uint8_t* to, std::size_t done, std::size_t n) {
+  for_each_piece(spans, skip, in.size(), [&](std::uint8_t* to, std::uint64_t done, std::uint64_t n) {
     std::memcpy(to, in.data() + done, n);
+    return true;
   });
   return true;
 }
@@ -124,7 +102,7 @@ const char* SplitQueue::activate(GuestMemory& memory, const QueueLayout& layout,
   event_idx_ = event_idx;
   indirect_ = indirect;
   next_avail_ = next_used_ = signalled_used_ = 0;
-  signalled_valid_ = pushed_ = false;
+  pushed_ = false;
   return nullptr;
 }
 
@@ -232,10 +210,8 @@ bool SplitQueue::needs_signal() noexcept {
   if (!event_idx_) return (load16(avail_) & kAvailNoInterrupt) == 0;
   const std::uint16_t used_event = load16(avail_ + 4 + 2 * std::size_t{size_});
   const std::uint16_t old = signalled_used_;
-  const bool valid = signalled_valid_;
   signalled_used_ = next_used_;
-  signalled_valid_ = true;
-  return !valid || need_event(used_event, next_used_, old);
+  return need_event(used_event, next_used_, old);
 }
 
 void SplitQueue::disable_notification() noexcept {

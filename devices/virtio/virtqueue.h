@@ -37,6 +37,7 @@
 // Not thread-safe: the owning device holds its lock around every call.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -78,6 +79,28 @@ struct Chain {
     descriptors = 0;
   }
 };
+
+// Calls piece(data, done, n) for each contiguous piece of bytes [skip,
+// skip + length) of the concatenation of `spans`, in order (`done` bytes
+// came before it); stops early when piece returns false. Returns the bytes
+// covered.
+template <typename Piece>
+std::uint64_t for_each_piece(std::span<const std::span<std::uint8_t>> spans, std::uint64_t skip, std::uint64_t length,
+                             Piece piece) noexcept {
+  std::uint64_t done = 0;
+  for (const auto& span : spans) {
+    if (done == length) break;
+    if (skip >= span.size()) {
+      skip -= span.size();
+      continue;
+    }
+    const std::uint64_t n = std::min<std::uint64_t>(span.size() - skip, length - done);
+    if (!piece(span.data() + skip, done, n)) break;
+    done += n;
+    skip = 0;
+  }
+  return done;
+}
 
 // Copies bytes [skip, skip + out.size()) of the concatenation of `spans`
 // into `out`; false (and nothing defined in `out`) when they hold fewer.
@@ -152,8 +175,7 @@ class SplitQueue {
   bool indirect_ = false;
   std::uint16_t next_avail_ = 0;
   std::uint16_t next_used_ = 0;
-  std::uint16_t signalled_used_ = 0;  // next_used_ at the last signal
-  bool signalled_valid_ = false;
+  std::uint16_t signalled_used_ = 0;  // next_used_ when needs_signal() last looked
   bool pushed_ = false;  // push_used since the last needs_signal() that said yes
 };
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "devices/guest_memory.h"
 #include "devices/virtio/virtqueue.h"
@@ -28,6 +29,14 @@ class DriverRing {
   }
 
   const devices::virtio::QueueLayout& layout() const { return layout_; }
+
+  // A fresh ring, as a driver sets one up: indices, flags and the used ring
+  // zeroed (descriptors are left as they are).
+  void reset() {
+    avail_idx_ = 0;
+    const std::vector<std::uint8_t> zeroes(end() - layout_.avail, 0);
+    memory_.write(layout_.avail, zeroes);
+  }
   std::uint64_t end() const { return layout_.used + devices::virtio::SplitQueue::used_bytes(size_); }
 
   void set_desc(std::uint16_t index, std::uint64_t address, std::uint32_t length, std::uint16_t flags,
