@@ -14,8 +14,11 @@
 
 namespace vmm::testing {
 
-struct BlockRig {
-  static constexpr std::uint64_t kDiskBytes = 1 << 20;  // 2048 sectors
+// `Backend` is the disk behind the device (the memory fake, or the VMM's
+// io_uring file).
+template <typename Backend>
+struct BasicBlockRig {
+  static constexpr std::uint64_t kDiskBytes = 1 << 20;  // 2048 sectors (the memory disk)
   static constexpr std::uint64_t kHeaders = 0x40000;    // 0x40 per request slot
   static constexpr std::uint64_t kData = 0x100000;      // 64 KiB per request slot
   static constexpr std::uint64_t kFeatures =
@@ -32,10 +35,9 @@ struct BlockRig {
     std::uint64_t data;
   };
 
-  explicit BlockRig(bool read_only = false, std::uint32_t max_in_flight = 64, std::string serial = "disk-0",
-                    std::uint16_t queue_size = 64)
+  BasicBlockRig(std::unique_ptr<Backend> disk, std::string serial, std::uint16_t queue_size)
       : memory(devices::GuestMemory::allocate(8 << 20)),
-        backend_owner(std::make_unique<MemoryBackend>(kDiskBytes, read_only, max_in_flight)),
+        backend_owner(std::move(disk)),
         backend(*backend_owner),
         block(std::move(backend_owner), devices::virtio::VirtioBlock::Options{std::move(serial), queue_size}),
         function(block, memory, msi, &intx, 11),
@@ -87,11 +89,18 @@ struct BlockRig {
   devices::GuestMemory memory;
   FakeMsiSink msi;
   FakeIrqLine intx;
-  std::unique_ptr<MemoryBackend> backend_owner;
-  MemoryBackend& backend;
+  std::unique_ptr<Backend> backend_owner;
+  Backend& backend;
   devices::virtio::VirtioBlock block;
   devices::virtio::VirtioPciFunction function;
   VirtioDriver driver;
+};
+
+struct BlockRig : BasicBlockRig<MemoryBackend> {
+  explicit BlockRig(bool read_only = false, std::uint32_t max_in_flight = 64, std::string serial = "disk-0",
+                    std::uint16_t queue_size = 64)
+      : BasicBlockRig(std::make_unique<MemoryBackend>(kDiskBytes, read_only, max_in_flight), std::move(serial),
+                      queue_size) {}
 };
 
 }  // namespace vmm::testing

@@ -26,6 +26,7 @@
 
 #include "devices/error.h"
 #include "tests/common/subprocess.h"
+#include "tests/common/temp_dir.h"
 #include "tests/vmm/vmm_fixture.h"
 #include "timers/cyclic.h"
 #include "vmm/cli.h"
@@ -66,24 +67,6 @@ const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new Control
 // power button (so a graceful stop stays in "stopping" until its timeout).
 constexpr const char* kBusyGuest = "test=retimer seconds=3600";
 
-// A private directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "vmm-control-test.XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // A raw client: whatever bytes a test wants, with timeouts on every read.
 class RawClient {
