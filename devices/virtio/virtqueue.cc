@@ -20,6 +20,13 @@ std::uint16_t load16(std::uint8_t* at, std::memory_order order = std::memory_ord
 void store16(std::uint8_t* at, std::uint16_t value, std::memory_order order = std::memory_order_relaxed) noexcept {
   std::atomic_ref<std::uint16_t>(*reinterpret_cast<std::uint16_t*>(at)).store(value, order);
 }
+// Stores `value` with a full barrier after it: the spec's "memory barrier"
+// between publishing something to the driver and reading what the driver
+// published. A seq_cst exchange is that barrier (x86: XCHG) and, unlike a
+// fence, ThreadSanitizer understands it.
+void store16_full_barrier(std::uint8_t* at, std::uint16_t value) noexcept {
+  std::atomic_ref<std::uint16_t>(*reinterpret_cast<std::uint16_t*>(at)).exchange(value, std::memory_order_seq_cst);
+}
 void store32(std::uint8_t* at, std::uint32_t value) noexcept {
   std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(at)).store(value, std::memory_order_relaxed);
 }
@@ -206,9 +213,9 @@ bool SplitQueue::needs_signal() noexcept {
   pushed_ = false;
   // The driver must see the new used index before we read what it asked
   // for, or both sides could decide the other one will act.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (!event_idx_) return (load16(avail_) & kAvailNoInterrupt) == 0;
-  const std::uint16_t used_event = load16(avail_ + 4 + 2 * std::size_t{size_});
+  store16_full_barrier(used_ + 2, next_used_);
+  if (!event_idx_) return (load16(avail_, std::memory_order_seq_cst) & kAvailNoInterrupt) == 0;
+  const std::uint16_t used_event = load16(avail_ + 4 + 2 * std::size_t{size_}, std::memory_order_seq_cst);
   const std::uint16_t old = signalled_used_;
   signalled_used_ = next_used_;
   return need_event(used_event, next_used_, old);
@@ -221,15 +228,14 @@ void SplitQueue::disable_notification() noexcept {
 
 bool SplitQueue::enable_notification() noexcept {
   if (!active()) return false;
+  // Publish the request for notifications (with a full barrier) before
+  // looking for buffers that the driver added without notifying.
   if (event_idx_) {
-    store16(used_ + 4 + 8 * std::size_t{size_}, next_avail_);
+    store16_full_barrier(used_ + 4 + 8 * std::size_t{size_}, next_avail_);
   } else {
-    store16(used_, 0);
+    store16_full_barrier(used_, 0);
   }
-  // Publish the request for notifications before looking for buffers that
-  // the driver added without notifying.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  return available() != 0;
+  return load16(avail_ + 2, std::memory_order_seq_cst) != next_avail_;
 }
 
 }  // namespace vmm::devices::virtio

@@ -30,9 +30,10 @@
 //
 // Memory ordering: the available index is read with acquire semantics before
 // the entries it publishes; the used index is written with release
-// semantics after the used entries; a full fence separates publishing used
-// entries (or re-enabling notifications) from reading the driver's
-// suppression fields, as the spec's "memory barrier" asks.
+// semantics after the used entries; a full barrier (a seq_cst exchange)
+// separates publishing used entries (or re-enabling notifications) from
+// reading the driver's suppression fields, as the spec's "memory barrier"
+// asks.
 //
 // Not thread-safe: the owning device holds its lock around every call.
 #pragma once
