@@ -290,6 +290,18 @@ TEST(VirtioPci, RandomRegisterAbuseLeavesTheDeviceUsable) {
   std::mt19937_64 rng(0x5EED'0B1C);
   constexpr std::array<std::size_t, 4> kWidths = {1, 2, 4, 8};
   for (int i = 0; i < 200000; ++i) {
+    if (i % 2000 == 0) {
+      // Bring the device up properly now and then and hand it random chains,
+      // so the abuse also lands on a running queue.
+      rig.driver.init(BlockRig::kFeatures);
+      for (std::uint16_t d = 0; d < 64; ++d) {
+        const std::uint64_t address = rng() % 2 ? BlockRig::kHeaders + rng() % 0x1000 : rng();
+        rig.driver.ring().set_desc(d, address, static_cast<std::uint32_t>(rng() % 4 ? rng() % 1024 : rng()),
+                                   static_cast<std::uint16_t>(rng() % 8), static_cast<std::uint16_t>(rng() % 70));
+      }
+      for (int n = 0; n < 8; ++n) rig.driver.ring().publish(static_cast<std::uint16_t>(rng() % 64));
+      rig.driver.kick();
+    }
     const std::size_t width = kWidths[rng() % kWidths.size()];
     std::array<std::uint8_t, 8> data{};
     store_le(data, rng() % 4 == 0 ? ~0ull : rng());
