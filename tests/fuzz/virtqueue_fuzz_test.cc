@@ -4,6 +4,9 @@
 // walker written from the spec's rules.
 #include <array>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <random>
 #include <vector>
@@ -30,6 +33,17 @@ TEST(VirtqueueFuzz, ArbitraryInputsThroughTheFuzzEntryPoint) {
     ASSERT_EQ(fuzz::fuzz_virtqueue(input.data(), input.size()), 0) << "input " << i;
   }
   EXPECT_EQ(fuzz::fuzz_virtqueue(nullptr, 0), 0) << "the empty input";
+}
+
+TEST(VirtqueueFuzz, TheCorpusReplays) {
+  std::size_t replayed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(VMM_FUZZ_CORPUS "/virtqueue")) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_EQ(fuzz::fuzz_virtqueue(bytes.data(), bytes.size()), 0) << entry.path();
+    ++replayed;
+  }
+  EXPECT_GT(replayed, 100u) << "the corpus is missing";
 }
 
 // ---- An independent walker --------------------------------------------------
