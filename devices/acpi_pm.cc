@@ -4,8 +4,20 @@
 
 namespace vmm::devices {
 
-AcpiPm::AcpiPm(IrqLine& sci, std::uint16_t s5_sleep_type, Callbacks callbacks)
-    : sci_(sci), s5_sleep_type_(s5_sleep_type), callbacks_(std::move(callbacks)) {}
+AcpiPm::AcpiPm(IrqLine& sci, std::uint16_t s5_sleep_type, Callbacks callbacks, const timers::Clock& clock)
+    : sci_(sci), s5_sleep_type_(s5_sleep_type), callbacks_(std::move(callbacks)), clock_(clock),
+      timer_epoch_(clock.now()) {}
+
+std::uint64_t AcpiPm::timer_ticks() const noexcept {
+  const timers::Nanos elapsed = clock_.now() - timer_epoch_.load(std::memory_order_relaxed);
+  if (elapsed <= 0) return 0;
+  return static_cast<std::uint64_t>(static_cast<unsigned __int128>(elapsed) * kTimerHz / timers::kSecond);
+}
+
+std::uint16_t AcpiPm::status_locked() const noexcept {
+  const std::uint64_t half_periods = timer_ticks() >> (kTimerBits - 1);
+  return static_cast<std::uint16_t>(status_ | (half_periods > timer_status_cleared_at_ ? kTimerStatus : 0));
+}
 
 void AcpiPm::update_sci_locked() noexcept {
   // The SCI is level-triggered: asserted while an enabled event is pending.
@@ -24,12 +36,14 @@ void AcpiPm::reset() noexcept {
   enable_ = 0;
   control_ = kSciEnable;
   reset_control_ = 0;
+  timer_epoch_.store(clock_.now(), std::memory_order_relaxed);
+  timer_status_cleared_at_ = 0;
   update_sci_locked();
 }
 
 std::uint16_t AcpiPm::status() const noexcept {
   std::lock_guard lock(mu_);
-  return status_;
+  return status_locked();
 }
 
 std::uint16_t AcpiPm::enable() const noexcept {
@@ -40,7 +54,7 @@ std::uint16_t AcpiPm::enable() const noexcept {
 // PM1a event block: status at offset 0 (write 1 to clear), enable at 2.
 void AcpiPm::EventBlock::read(std::uint64_t offset, std::span<std::uint8_t> data) noexcept {
   std::lock_guard lock(pm.mu_);
-  const std::uint32_t both = pm.status_ | (std::uint32_t{pm.enable_} << 16);
+  const std::uint32_t both = pm.status_locked() | (std::uint32_t{pm.enable_} << 16);
   store_le(data, offset < 4 ? both >> (8 * offset) : 0xffffffffu);
 }
 
@@ -51,7 +65,9 @@ void AcpiPm::EventBlock::write(std::uint64_t offset, std::span<const std::uint8_
     const auto byte = static_cast<std::uint8_t>(value >> (8 * i));
     const std::uint64_t at = offset + i;
     if (at < 2) {
-      pm.status_ &= static_cast<std::uint16_t>(~(std::uint16_t{byte} << (8 * at)));
+      const auto cleared = static_cast<std::uint16_t>(std::uint16_t{byte} << (8 * at));
+      pm.status_ &= static_cast<std::uint16_t>(~cleared);
+      if ((cleared & kTimerStatus) != 0) pm.timer_status_cleared_at_ = pm.timer_ticks() >> (kTimerBits - 1);
     } else {
       const unsigned shift = 8 * static_cast<unsigned>(at - 2);
       pm.enable_ = static_cast<std::uint16_t>((pm.enable_ & ~(0xffu << shift)) | (std::uint16_t{byte} << shift));
@@ -104,6 +120,13 @@ void AcpiPm::ResetPort::write(std::uint64_t offset, std::span<const std::uint8_t
     reset = (data[0] & kResetCpu) != 0;
   }
   if (reset && pm.callbacks_.reset) pm.callbacks_.reset();
+}
+
+void AcpiPm::PmTimer::read(std::uint64_t offset, std::span<std::uint8_t> data) noexcept {
+  // No lock: the counter is a function of the clock and an atomic epoch, and
+  // the PM timer is read on every clock read of a guest that uses it.
+  const std::uint32_t value = static_cast<std::uint32_t>(pm.timer_ticks() & ((1u << kTimerBits) - 1));
+  store_le(data, offset < 4 ? value >> (8 * offset) : 0);
 }
 
 }  // namespace vmm::devices

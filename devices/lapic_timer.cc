@@ -43,14 +43,21 @@ Nanos LapicTimer::period() const {
 }
 
 Nanos LapicTimer::tsc_to_time(std::uint64_t tsc) const {
-  // Inverse of tsc = tsc_at_zero + t * tsc_hz / 1e9, saturating.
+  // Inverse of tsc = tsc_at_zero + t * tsc_hz / 1e9, saturating. Signed
+  // 128-bit: a deadline near 2^64 is far in the future, not negative.
   const std::uint64_t hz = config_.tsc_hz == 0 ? 1 : config_.tsc_hz;
-  if (static_cast<std::int64_t>(tsc) <= config_.tsc_at_zero) return 1;
-  const unsigned __int128 delta = tsc - static_cast<std::uint64_t>(config_.tsc_at_zero);
-  const unsigned __int128 ns = delta * 1'000'000'000u / hz;
+  const __int128 delta = static_cast<__int128>(tsc) - config_.tsc_at_zero;
+  if (delta <= 0) return 1;
+  const __int128 ns = delta * 1'000'000'000 / static_cast<__int128>(hz);
   // Never 0: a deadline of 0 means "not armed" here and to the callout.
   if (ns == 0) return 1;
-  return ns >= static_cast<unsigned __int128>(timers::kNever) ? timers::kNever - 1 : static_cast<Nanos>(ns);
+  return ns >= static_cast<__int128>(timers::kNever) ? timers::kNever - 1 : static_cast<Nanos>(ns);
+}
+
+Nanos LapicTimer::firing_step(Nanos period) const {
+  if (period >= kMinPeriod) return period;
+  // Whole periods, so the firings stay on the guest's period grid.
+  return (kMinPeriod + period - 1) / period * period;
 }
 
 void LapicTimer::arm(Nanos deadline) {
@@ -90,9 +97,18 @@ void LapicTimer::on_timer(void* arg) {
   }
   if (const Nanos period = self->period(); period > 0) {
     // Next deadline = previous + period; a whole period missed restarts the
-    // time base at now (TIMERS.md, LAPIC lag policy).
-    Nanos next = self->deadline_ + period;
-    if (now - self->deadline_ >= period) next = now + period;
+    // time base at now (TIMERS.md, LAPIC lag policy). A period the loop
+    // cannot keep is stepped in whole periods of at least kMinPeriod.
+    const Nanos step = self->firing_step(period);
+    if (step != period) {
+      static RateLimit limit;
+      if (limit.allow()) {
+        spdlog::warn("lapic timer: period of {} ns is shorter than {} us; interrupts coalesced ({} suppressed)",
+                     period, kMinPeriod / timers::kMicrosecond, limit.take_suppressed());
+      }
+    }
+    Nanos next = self->deadline_ + step;
+    if (now - self->deadline_ >= step) next = now + step;
     timers::race_point(timers::RacePoint::device_handler_before_rearm);
     self->arm(next);
   } else {
@@ -145,7 +161,11 @@ std::uint32_t LapicTimer::read_current_count() const noexcept {
   if (remaining <= 0) return 0;  // due; the handler has not run yet
   const Nanos tick = tick_ns();
   const auto count = static_cast<std::uint64_t>((remaining + tick - 1) / tick);
-  return static_cast<std::uint32_t>(count < initial_count_ ? count : initial_count_);
+  if (count <= initial_count_) return static_cast<std::uint32_t>(count);
+  // A coalesced periodic timer's deadline is several periods away: the
+  // count still runs down period by period, on the same grid.
+  if (mode() == Mode::periodic) return static_cast<std::uint32_t>((count - 1) % initial_count_ + 1);
+  return initial_count_;
 }
 
 void LapicTimer::write_divide_config(std::uint32_t value) noexcept {
@@ -185,14 +205,24 @@ std::uint64_t LapicTimer::read_tsc_deadline() const noexcept {
 
 void LapicTimer::drain_timers() noexcept { callout_.drain(); }
 
-void LapicTimer::reset(timers::EventLoop& loop) noexcept {
-  callout_.drain();  // idempotent; a reset is always preceded by a drain
-  std::lock_guard lock(mu_);
+void LapicTimer::power_on_locked() {
   lvt_ = kLvtMasked;
   initial_count_ = 0;
   divide_config_ = 0;
   tsc_deadline_ = 0;
   deadline_ = 0;
+}
+
+void LapicTimer::power_on() noexcept {
+  std::lock_guard lock(mu_);
+  power_on_locked();
+  callout_.stop();
+}
+
+void LapicTimer::reset(timers::EventLoop& loop) noexcept {
+  callout_.drain();  // idempotent; a reset is always preceded by a drain
+  std::lock_guard lock(mu_);
+  power_on_locked();
   paused_ = false;
   if (!callout_.init(system_, loop, &LapicTimer::on_timer, this)) {
     static RateLimit limit;

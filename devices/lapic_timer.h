@@ -8,8 +8,14 @@
 // handler follows the callout idiom, so that race is harmless here.
 //
 // The register interface is the timer's slice of the APIC page; the caller
-// (a user-space LAPIC) decodes offsets 0x320/0x380/0x390/0x3E0 and the
+// (devices/lapic) decodes offsets 0x320/0x380/0x390/0x3E0 and the
 // IA32_TSC_DEADLINE MSR and calls the matching method.
+//
+// Rate: a periodic timer whose period is shorter than kMinPeriod (a count
+// of 1 at divide-by-1 is one nanosecond) fires at most once per kMinPeriod,
+// on its own period grid, so no guest value makes a loop thread spin. The
+// guest sees the interrupts coalesced (as the IRR would coalesce them
+// anyway) and the current count still runs down period by period.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +62,11 @@ class LapicTimer final : public TimerDevice {
   void write_tsc_deadline(std::uint64_t tsc) noexcept;
   std::uint64_t read_tsc_deadline() const noexcept;
 
+  // Power-on register state with the callout stopped, not drained: what an
+  // INIT or a disable through IA32_APIC_BASE does to a running APIC. Any
+  // thread; the timer stays usable.
+  void power_on() noexcept;
+
   void drain_timers() noexcept override;
   void reset(timers::EventLoop& loop) noexcept override;
   void pause() noexcept override;
@@ -72,6 +83,9 @@ class LapicTimer final : public TimerDevice {
   Stats stats() const noexcept;
 
   static constexpr std::uint32_t kLvtMasked = 1u << 16;
+  // Shortest interval between two firings of a periodic timer (as the HPET
+  // and PIT: a period the loop can keep).
+  static constexpr timers::Nanos kMinPeriod = 100 * timers::kMicrosecond;
   static constexpr std::uint32_t kModeShift = 17;
   enum class Mode : std::uint8_t { one_shot = 0, periodic = 1, tsc_deadline = 2 };
 
@@ -80,9 +94,11 @@ class LapicTimer final : public TimerDevice {
   Mode mode() const { return static_cast<Mode>((lvt_ >> kModeShift) & 3); }
   timers::Nanos tick_ns() const;  // length of one count at the current divisor
   timers::Nanos period() const;   // periodic mode's period at the current divisor; else 0
+  timers::Nanos firing_step(timers::Nanos period) const;  // period, or whole periods >= kMinPeriod
   timers::Nanos tsc_to_time(std::uint64_t tsc) const;
   void arm(timers::Nanos deadline);  // lock held
   void disarm();                     // lock held
+  void power_on_locked();            // registers only; lock held
 
   timers::CyclicSystem& system_;
   const timers::Clock& clock_;

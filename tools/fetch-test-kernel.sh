@@ -4,9 +4,10 @@
 #   tools/fetch-test-kernel.sh <dir>
 #
 # Leaves <dir>/vmlinuz (the bzImage) and <dir>/vmlinux (the uncompressed ELF,
-# which carries the PVH entry note) plus <dir>/PACKAGE naming the package
-# they came from. When both images are already there nothing is downloaded,
-# so the ctest fixture that calls this costs nothing after the first run.
+# which carries the PVH entry note), <dir>/modules (the kernel's modules, for
+# the Linux guest's initramfs) plus <dir>/PACKAGE naming the package they came
+# from. When all are already there nothing is downloaded, so the ctest
+# fixtures that call this cost nothing after the first run.
 set -euo pipefail
 
 die() { echo "fetch-test-kernel: $*" >&2; exit 1; }
@@ -16,7 +17,7 @@ trap 'echo "fetch-test-kernel: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 [[ $# -eq 1 ]] || die "usage: $0 <output-dir>"
 out_dir=$1
 
-if [[ -s $out_dir/vmlinuz && -s $out_dir/vmlinux ]]; then
+if [[ -s $out_dir/vmlinuz && -s $out_dir/vmlinux && -d $out_dir/modules ]]; then
   echo "fetch-test-kernel: cached in $out_dir ($(cat "$out_dir/PACKAGE" 2>/dev/null || echo unknown package))"
   exit 0
 fi
@@ -97,9 +98,14 @@ actual_size=$(stat -c %s "$work/vmlinux")
 [[ $(od -An -t x1 -N 4 "$work/vmlinux" | tr -d ' ') == 7f454c46 ]] || die "decompressed payload is not an ELF file"
 
 cp "$bzimage" "$work/vmlinuz"
+kver=${bzimage##*/vmlinuz-}
+[[ -d $work/root/lib/modules/$kver/kernel ]] || die "$(basename "$deb") holds no /lib/modules/$kver"
+mv "$work/root/lib/modules/$kver" "$work/modules"
 echo "$(basename "$deb" .deb)" > "$work/PACKAGE"
 # Rename into place last, so an interrupted run never leaves a half image
 # that the cache check would accept.
+rm -rf "$out_dir/modules"
+mv -f "$work/modules" "$out_dir/modules"
 mv -f "$work/PACKAGE" "$out_dir/PACKAGE"
 mv -f "$work/vmlinux" "$out_dir/vmlinux"
 mv -f "$work/vmlinuz" "$out_dir/vmlinuz"

@@ -32,7 +32,7 @@ step "release build"
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$jobs"
 step "release tests without KVM"
-ctest --preset release -j "$jobs" -LE 'bench|kvm|lab'
+ctest --preset release -j "$jobs" -LE 'bench|kvm|lab|linux'
 step "the nested lab's own tests"
 ctest --preset release -L lab
 step "release tests with KVM"
@@ -60,7 +60,7 @@ for preset in asan tsan; do
   step "$preset tests without KVM"
   # Every suite built above; kvm_tests alone is left to the release build
   # (its tiny hand-written guests test KVM, not our code's memory safety).
-  ctest --preset "$preset" -j "$jobs" -LE 'bench|kvm' -E '_NOT_BUILT'
+  ctest --preset "$preset" -j "$jobs" -LE 'bench|kvm|lab|linux' -E '_NOT_BUILT'
   step "$preset tests with KVM"
   # Reboots with every timer running, every reset path, a register-fuzzing
   # guest, timer localisation, create/stop/destroy cycles, the control

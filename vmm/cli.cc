@@ -20,7 +20,8 @@ constexpr const char* kExitStatusHelp =
     "  2    bad command line\n"
     "  4    the VM could not be set up (kernel, initrd, memory, vCPUs, /dev/kvm)\n"
     "  6    the guest could not run (KVM internal error, failed VM entry)\n"
-    "  8    stopped by the host (SIGTERM/SIGINT, control socket, Ctrl-A x on the console)\n";
+    "  8    stopped by the host (SIGTERM/SIGINT, control socket, Ctrl-A x on the console)\n"
+    "  10   the guest kernel panicked (it said so through pvpanic, port 0x505)\n";
 
 std::string lower(std::string_view s) {
   std::string out(s);

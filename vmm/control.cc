@@ -212,12 +212,19 @@ timers::UniqueFd create_listening_socket(const std::string& path) {
   }
   if (::chmod(temporary.c_str(), 0600) != 0) throw_errno("control socket '" + path + "': chmod");
   if (::listen(fd.get(), 64) != 0) throw_errno("control socket '" + path + "': listen");
+  // Registered for removal before it appears: a fatal signal the moment
+  // after would otherwise leave the socket behind.
+  register_path(path);
   if (::link(temporary.c_str(), path.c_str()) != 0) {
     const int err = errno;
-    if (err == EEXIST) throw Error("control socket '" + path + "' appeared while it was being created; not replaced");
+    if (err == EEXIST) {
+      unregister_path(path);
+      throw Error("control socket '" + path + "' appeared while it was being created; not replaced");
+    }
     // Filesystems without hard links: an atomic rename that also refuses
     // to replace anything.
     if (::renameat2(AT_FDCWD, temporary.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+      unregister_path(path);
       throw_errno("control socket '" + path + "'", errno == EINVAL ? err : errno);
     }
   }
@@ -350,7 +357,6 @@ ControlServer::ControlServer(const std::string& path, Vm& vm) : path_(path), vm_
     dev_ = st.st_dev;
     ino_ = st.st_ino;
   }
-  register_path(path_);
   try {
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_) throw_errno("control socket: eventfd");

@@ -78,7 +78,9 @@ int run_vm(const vmm::RunOptions& o) {
   control.reset();
   console.reset();
   raw.reset();
-  if (outcome.end == vmm::VmEnd::guest_error) spdlog::error("{}", outcome.message);
+  if (outcome.end == vmm::VmEnd::guest_error || outcome.end == vmm::VmEnd::guest_panic) {
+    spdlog::error("{}", outcome.message);
+  }
   return outcome.exit_status;
 }
 

@@ -26,6 +26,9 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
       debug_exit_([this](std::uint64_t status) {
         if (events_.debug_exit) events_.debug_exit(status);
       }),
+      pvpanic_([this] {
+        if (events_.guest_panic) events_.guest_panic();
+      }),
       boot_progress_(timers.clock(), config.boot_progress_start),
       acpi_pm_(isa_.line(acpi::kSciIrq), acpi::kSlpTypS5,
                devices::AcpiPm::Callbacks{
@@ -34,7 +37,8 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
                    },
                    [this] {
                      if (events_.reset) events_.reset("ACPI reset register");
-                   }}),
+                   }},
+               timers.clock()),
       pit_(timers, timer_loop, isa_.line(0)),
       rtc_(timers, timer_loop, isa_.line(8)) {
   if (config.serial_output == nullptr) throw Error("platform: no serial output");
@@ -61,8 +65,10 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
   pio_.insert(devices::Serial::kCom1Base, devices::Serial::kSize, serial_, "com1");
   pio_.insert(acpi::kPm1aEventPort, acpi::kPm1EventLength, acpi_pm_.event_block(), "pm1a event");
   pio_.insert(acpi::kPm1aControlPort, acpi::kPm1ControlLength, acpi_pm_.control_block(), "pm1a control");
+  pio_.insert(acpi::kPmTimerPort, acpi::kPmTimerLength, acpi_pm_.pm_timer(), "pm timer");
   pio_.insert(acpi::kResetPort, 1, acpi_pm_.reset_port(), "reset control");
   pio_.insert(devices::DebugExit::kPort, devices::DebugExit::kSize, debug_exit_, "debug exit");
+  pio_.insert(devices::PvPanic::kPort, devices::PvPanic::kSize, pvpanic_, "pvpanic");
   pio_.insert(devices::BootProgress::kPort, devices::BootProgress::kSize, boot_progress_, "boot progress");
 
   mmio_.insert(devices::IoApic::kBase, devices::IoApic::kSize, ioapic_, "ioapic");

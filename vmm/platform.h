@@ -14,10 +14,12 @@
 //   port 0x70-0x71              MC146818 RTC/CMOS (IRQ 8)
 //   port 0x3F8-0x3FF            16550A COM1 (IRQ 4)
 //   port 0x600-0x605            ACPI PM1a event/control (SCI = IRQ 9)
+//   port 0x608-0x60B            ACPI PM timer (3.579545 MHz, 24 bits)
 //   port 0xCF9                  reset control (the FADT's reset register)
 //   port 0xF4-0xF7              debug exit (QEMU isa-debug-exit semantics)
 //   port 0xFF0-0xFF3            boot-progress milestones
 //   port 0x80                   POST/delay port: ignored (Linux's outb_p)
+//   port 0x505                  pvpanic (ACPI QEMU0001): the guest kernel panicked
 //   MMIO 0xFEC00000 (4 KiB)     IOAPIC, 24 pins
 //   MMIO 0xFED00000 (1 KiB)     HPET, 3 comparators (when enabled)
 #pragma once
@@ -38,6 +40,7 @@
 #include "devices/isa_irq.h"
 #include "devices/pic.h"
 #include "devices/pit.h"
+#include "devices/pvpanic.h"
 #include "devices/rtc.h"
 #include "devices/serial.h"
 #include "timers/cyclic.h"
@@ -51,6 +54,7 @@ struct PlatformEvents {
   std::function<void(const char* source)> reset;   // i8042 0xFE, reset register
   std::function<void()> poweroff;                  // ACPI S5
   std::function<void(std::uint64_t status)> debug_exit;
+  std::function<void()> guest_panic;               // pvpanic
   std::function<void(bool asserted)> pic_output;   // 8259 INT line
 };
 
@@ -118,6 +122,7 @@ class Platform {
   devices::Serial serial_;
   devices::I8042 i8042_;
   devices::DebugExit debug_exit_;
+  devices::PvPanic pvpanic_;
   devices::BootProgress boot_progress_;
   devices::AcpiPm acpi_pm_;
   devices::Pit pit_;

@@ -92,6 +92,7 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
           [this](const char* source) { post(Request::reset, 0, source); },
           [this] { post(Request::poweroff, 0, "ACPI S5"); },
           [this](std::uint64_t status) { post(Request::debug_exit, status); },
+          [this] { post(Request::guest_panic, 0, "the guest kernel panicked (pvpanic)"); },
           [this](bool asserted) {
             // vCPU 0 injects the PIC's ExtINT before it next enters the
             // guest; make it leave KVM_RUN (a halted vCPU 0 would not).
@@ -172,6 +173,7 @@ bool Vm::post_checked(Request request, std::string* why) {
       default:
         break;
     }
+    if (handling_ == request) return refuse("the same request is already pending");
     for (const Report& queued : reports_) {
       if (queued.request == request) return refuse("the same request is already pending");
     }
@@ -269,6 +271,7 @@ VmOutcome Vm::run() {
     Report report;
     {
       std::unique_lock lock(mu_);
+      handling_.reset();  // the previous request's state change is published
       const auto ready = [this] {
         return !reports_.empty() || (stop_deadline_ && now_ns() >= *stop_deadline_);
       };
@@ -286,6 +289,7 @@ VmOutcome Vm::run() {
         report = std::move(reports_.front());
         reports_.pop_front();
       }
+      handling_ = report.request;
     }
 
     switch (report.request) {
@@ -315,6 +319,8 @@ VmOutcome Vm::run() {
                    "guest wrote the debug-exit port (status " + std::to_string(report.value) + ")");
       case Request::fatal:
         return end(VmEnd::guest_error, kExitGuestError, report.message);
+      case Request::guest_panic:
+        return end(VmEnd::guest_panic, kExitGuestPanic, report.message);
       case Request::pause:
         do_pause();
         break;

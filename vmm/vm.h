@@ -71,10 +71,12 @@ enum class VmEnd : std::uint8_t {
   debug_exit,      // debug-exit port (status (v << 1) | 1, low 8 bits)
   guest_error,     // KVM could not run the guest: internal error, failed entry (status 6)
   stopped,         // stop() or force_stop() from the host (status 8)
+  guest_panic,     // the guest kernel reported a panic through pvpanic (status 10)
 };
 
 inline constexpr int kExitGuestError = 6;
 inline constexpr int kExitStoppedByHost = 8;
+inline constexpr int kExitGuestPanic = 10;
 
 struct VmOutcome {
   VmEnd end = VmEnd::stopped;
@@ -143,7 +145,7 @@ class Vm final : private VcpuEvents {
 
  private:
   enum class Request : std::uint8_t {
-    reset, poweroff, debug_exit, fatal, pause, resume, stop, force_stop,
+    reset, poweroff, debug_exit, fatal, guest_panic, pause, resume, stop, force_stop,
   };
   struct Report {
     Request request;
@@ -200,6 +202,9 @@ class Vm final : private VcpuEvents {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<Report> reports_;
+  // The request the control thread has taken off reports_ and is carrying
+  // out: until its state change is visible, a second one is still "pending".
+  std::optional<Request> handling_;
   VmState state_ = VmState::created;
   std::atomic<std::uint64_t> generation_{0};
   std::uint64_t coalesced_resets_ = 0;

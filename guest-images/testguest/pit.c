@@ -10,7 +10,6 @@
 #define CW_CH0_LOHI_MODE2 0x34
 #define CW_CH0_LOHI_MODE0 0x30
 #define CW_CH2_LOHI_MODE0 0xb0
-#define CW_CH2_LATCH 0x80
 
 static int present = -1;
 
@@ -19,18 +18,20 @@ bool pit_present(void)
     if (present >= 0)
         return present;
     /*
-     * Load channel 2 (gate low: no speaker, no side effects) and latch it
-     * back. A PIT returns a count at or below what we loaded; an empty
-     * port range reads 0xffff.
+     * Program channel 2 (gate low: no speaker, no side effects) and read its
+     * status back: a PIT returns the access and mode bits just written; an
+     * empty port range reads 0xff. The status, unlike the count, does not
+     * depend on how long the host took between the two accesses (QEMU's
+     * channel 2 counts even with its gate low, and a slow host let the count
+     * wrap past what was loaded).
      */
     outb(PORT_B, inb(PORT_B) & ~0x03);
     outb(PIT_MODE, CW_CH2_LOHI_MODE0);
     outb(PIT_CH2, 0x34);
     outb(PIT_CH2, 0x12);
-    outb(PIT_MODE, CW_CH2_LATCH);
-    uint16_t v = inb(PIT_CH2);
-    v |= (uint16_t)inb(PIT_CH2) << 8;
-    present = v != 0xffff && v <= 0x1234;
+    outb(PIT_MODE, 0xE8); /* read-back: status only (bit 4 clear), channel 2 */
+    uint8_t status = inb(PIT_CH2);
+    present = status != 0xff && (status & 0x3f) == 0x30; /* lobyte/hibyte, mode 0, binary */
     return present;
 }
 

@@ -117,6 +117,13 @@ TEST_F(AcpiFixture, FadtDescribesPmBlocksResetRegisterAndDsdt) {
   EXPECT_EQ(test::by_value(fadt.x_pm1a_cnt_blk.space_id), kAddressSpaceSystemIo);
   EXPECT_EQ(test::by_value(fadt.x_pm1a_cnt_blk.address), kPm1aControlPort);
   EXPECT_EQ(test::by_value(fadt.x_pm1a_cnt_blk.bit_width), 16);
+  // The PM timer: Linux's acpi_pm clocksource reads it here, 24 bits wide.
+  EXPECT_EQ(test::by_value(fadt.pm_tmr_blk), 0x608u);
+  EXPECT_EQ(test::by_value(fadt.pm_tmr_len), 4);
+  EXPECT_EQ(test::by_value(fadt.x_pm_tmr_blk.space_id), kAddressSpaceSystemIo);
+  EXPECT_EQ(test::by_value(fadt.x_pm_tmr_blk.address), 0x608u);
+  EXPECT_EQ(test::by_value(fadt.x_pm_tmr_blk.bit_width), 32);
+  EXPECT_EQ(test::by_value(fadt.flags) & (1u << 8), 0u) << "TMR_VAL_EXT clear: a 24-bit counter";
 
   EXPECT_TRUE(fadt.flags & kFadtResetRegSupported);
   EXPECT_FALSE(fadt.flags & kFadtHardwareReduced);
@@ -153,7 +160,10 @@ std::map<std::string, Device> dsdt_devices(const std::vector<test::AmlObject>& t
         ADD_FAILURE() << device.name << " lacks _HID or _CRS";
         continue;
       }
-      devices[device.name] = {test::decode_eisa_id(static_cast<std::uint32_t>(hid->value)),
+      // A _HID is a compressed EISA ID, or a string for IDs that are not.
+      devices[device.name] = {hid->kind == test::AmlObject::Kind::string
+                                  ? hid->text
+                                  : test::decode_eisa_id(static_cast<std::uint32_t>(hid->value)),
                               test::parse_resources(crs->data)};
     }
   }
@@ -179,7 +189,7 @@ TEST_F(AcpiFixture, DsdtIsWellFormedWithS5AndLegacyDevices) {
 
   using Kind = test::AmlResource::Kind;
   const auto devices = dsdt_devices(terms);
-  ASSERT_EQ(devices.size(), 4u);
+  ASSERT_EQ(devices.size(), 5u);
   const Device& com1 = devices.at("COM1");
   EXPECT_EQ(com1.hid, "PNP0501");
   ASSERT_EQ(com1.resources.size(), 2u);
@@ -203,6 +213,13 @@ TEST_F(AcpiFixture, DsdtIsWellFormedWithS5AndLegacyDevices) {
   EXPECT_EQ(rtc.resources[0].base, 0x70u);
   EXPECT_EQ(rtc.resources[1].irq_mask, 1u << 8);
 
+  const Device& pvpanic = devices.at("PEVT");
+  EXPECT_EQ(pvpanic.hid, "QEMU0001") << "the ID Linux's pvpanic driver binds to";
+  ASSERT_EQ(pvpanic.resources.size(), 1u);
+  EXPECT_EQ(pvpanic.resources[0].kind, Kind::io);
+  EXPECT_EQ(pvpanic.resources[0].base, 0x505u);
+  EXPECT_EQ(pvpanic.resources[0].length, 1u);
+
   const Device& hpet = devices.at("HPET");
   EXPECT_EQ(hpet.hid, "PNP0103");
   ASSERT_EQ(hpet.resources.size(), 1u);
@@ -214,7 +231,7 @@ TEST_F(AcpiFixture, DsdtIsWellFormedWithS5AndLegacyDevices) {
 TEST(AcpiDsdt, HpetDeviceOnlyWhenEnabled) {
   const auto without = test::parse_aml(dsdt_aml({1, false}));
   const auto devices = dsdt_devices(without);
-  EXPECT_EQ(devices.size(), 3u);
+  EXPECT_EQ(devices.size(), 4u);
   EXPECT_EQ(devices.count("HPET"), 0u);
   ASSERT_NE(test::find_name(without, "\\_S5_"), nullptr);
 }

@@ -56,6 +56,13 @@ TEST(AmlInteger, ShortestEncoding) {
   EXPECT_EQ(integer(0x1'0000'0000), Bytes({0x0E, 0, 0, 0, 0, 1, 0, 0, 0}));
 }
 
+TEST(AmlString, NulTerminatedAsciiOnly) {
+  EXPECT_EQ(string("QEMU0001"), Bytes({0x0D, 'Q', 'E', 'M', 'U', '0', '0', '0', '1', 0}));
+  EXPECT_EQ(string(""), Bytes({0x0D, 0}));
+  EXPECT_THROW(string(std::string("a\0b", 3)), Error);
+  EXPECT_THROW(string("\xC3\xA9"), Error);
+}
+
 TEST(AmlEisaId, CompressesVendorAndProduct) {
   EXPECT_EQ(eisa_id("PNP0501"), Bytes({0x0C, 0x41, 0xD0, 0x05, 0x01}));
   EXPECT_EQ(eisa_id("PNP0B00"), Bytes({0x0C, 0x41, 0xD0, 0x0B, 0x00}));

@@ -17,7 +17,14 @@ class AcpiPmTest : public ::testing::Test {
   FakeIrqLine sci;
   int poweroffs = 0;
   int resets = 0;
-  AcpiPm pm{sci, 5, AcpiPm::Callbacks{[this] { ++poweroffs; }, [this] { ++resets; }}};
+  timers::ManualClock clock;
+  AcpiPm pm{sci, 5, AcpiPm::Callbacks{[this] { ++poweroffs; }, [this] { ++resets; }}, clock};
+
+  std::uint32_t read32(BusDevice& dev, std::uint64_t offset) {
+    std::uint8_t b[4] = {};
+    dev.read(offset, b);
+    return static_cast<std::uint32_t>(b[0] | (b[1] << 8) | (b[2] << 16) | (std::uint32_t{b[3]} << 24));
+  }
 
   void write16(BusDevice& dev, std::uint64_t offset, std::uint16_t value) {
     std::uint8_t b[2] = {static_cast<std::uint8_t>(value), static_cast<std::uint8_t>(value >> 8)};
@@ -97,6 +104,49 @@ TEST_F(AcpiPmTest, RandomAccessesNeverCrash) {
     }
   }
   EXPECT_GE(poweroffs + resets, 1);  // random writes do hit the trigger bits
+}
+
+// ------------------------------------------------------------- PM timer
+
+TEST_F(AcpiPmTest, PmTimerCountsAt3579545HzFromCreation) {
+  EXPECT_EQ(read32(pm.pm_timer(), 0), 0u);
+  clock.advance(timers::kSecond);
+  EXPECT_EQ(read32(pm.pm_timer(), 0), 3'579'545u);
+  clock.advance(1'000);  // 1 us: 3.58 ticks
+  EXPECT_EQ(read32(pm.pm_timer(), 0), 3'579'548u);
+}
+
+TEST_F(AcpiPmTest, PmTimerWrapsAt24BitsAndIgnoresWrites) {
+  // 2^24 ticks = 4.687 s; 5 s is 1,119,337 ticks past the wrap.
+  clock.advance(5 * timers::kSecond);
+  EXPECT_EQ(read32(pm.pm_timer(), 0), 17'897'725u - (1u << 24));
+  const std::uint8_t garbage[4] = {0xff, 0xff, 0xff, 0xff};
+  pm.pm_timer().write(0, garbage);
+  EXPECT_EQ(read32(pm.pm_timer(), 0), 17'897'725u - (1u << 24));
+  std::uint8_t low[2] = {};
+  pm.pm_timer().read(0, low);
+  EXPECT_EQ(low[0] | (low[1] << 8), static_cast<int>((17'897'725u - (1u << 24)) & 0xffff)) << "narrow reads";
+}
+
+TEST_F(AcpiPmTest, TimerStatusSetsWhenTheTopBitChangesAndClearsOnWrite) {
+  EXPECT_EQ(pm.status() & AcpiPm::kTimerStatus, 0);
+  clock.advance(2'300'000'000);  // 8,232,953 ticks: bit 23 not yet set
+  EXPECT_EQ(read16(pm.event_block(), 0) & AcpiPm::kTimerStatus, 0);
+  clock.advance(100'000'000);  // past 2^23 ticks
+  EXPECT_EQ(read16(pm.event_block(), 0) & AcpiPm::kTimerStatus, AcpiPm::kTimerStatus);
+  write16(pm.event_block(), 0, AcpiPm::kTimerStatus);
+  EXPECT_EQ(read16(pm.event_block(), 0) & AcpiPm::kTimerStatus, 0);
+  clock.advance(2'400'000'000);  // the next change, at 2^24
+  EXPECT_EQ(read16(pm.event_block(), 0) & AcpiPm::kTimerStatus, AcpiPm::kTimerStatus);
+  EXPECT_FALSE(sci.level()) << "TMR_EN is not set: no SCI";
+}
+
+TEST_F(AcpiPmTest, ResetRestartsThePmTimer) {
+  clock.advance(3 * timers::kSecond);
+  pm.reset();
+  EXPECT_EQ(read32(pm.pm_timer(), 0), 0u);
+  clock.advance(timers::kSecond / 2);
+  EXPECT_EQ(read32(pm.pm_timer(), 0), 1'789'772u);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "tests/common/race_script.h"
+#include "tests/devices/fakes.h"
 #include "timers/event_loop.h"
 
 namespace vmm::devices {
@@ -97,11 +99,11 @@ TEST_F(LapicTimerTest, PeriodicThatMissedAWholePeriodRestartsItsTimeBase) {
   timer.write_lvt(0x41 | kPeriodic);
   timer.write_divide_config(0xb);
   const Nanos start = clock.now();
-  timer.write_initial_count(1000);
-  clock.set(start + 3500);  // three deadlines passed unserved
+  timer.write_initial_count(200'000);  // 200 us
+  clock.set(start + 700'000);          // three deadlines passed unserved
   system.loop(0).run_due();
   ASSERT_EQ(delivered.size(), 1u);
-  EXPECT_EQ(timer.deadline(), start + 3500 + 1000);
+  EXPECT_EQ(timer.deadline(), start + 700'000 + 200'000);
 }
 
 TEST_F(LapicTimerTest, DivideChangeWhileAPeriodIsDueAppliesToTheNextPeriods) {
@@ -110,26 +112,26 @@ TEST_F(LapicTimerTest, DivideChangeWhileAPeriodIsDueAppliesToTheNextPeriods) {
   timer.write_lvt(0x31 | kPeriodic);
   timer.write_divide_config(0xb);  // 1 ns per count
   const Nanos start = clock.now();
-  timer.write_initial_count(1000);
-  clock.set(start + 1000);         // due, not yet handled
+  timer.write_initial_count(100'000);
+  clock.set(start + 100'000);      // due, not yet handled
   timer.write_divide_config(0x0);  // 2 ns per count
-  run_until(start + 5000);
+  run_until(start + 500'000);
   ASSERT_EQ(delivered.size(), 3u);
-  EXPECT_EQ(delivered[0].first, start + 1000);
-  EXPECT_EQ(delivered[1].first, start + 3000);
-  EXPECT_EQ(delivered[2].first, start + 5000);
+  EXPECT_EQ(delivered[0].first, start + 100'000);
+  EXPECT_EQ(delivered[1].first, start + 300'000);
+  EXPECT_EQ(delivered[2].first, start + 500'000);
 }
 
 TEST_F(LapicTimerTest, MaskedTimerKeepsRunningWithoutInterrupts) {
   timer.write_lvt(0x42 | kPeriodic | LapicTimer::kLvtMasked);
   timer.write_divide_config(0xb);
   const Nanos start = clock.now();
-  timer.write_initial_count(1000);
-  run_until(start + 5500);
+  timer.write_initial_count(100'000);
+  run_until(start + 550'000);
   EXPECT_TRUE(delivered.empty());
-  EXPECT_EQ(timer.read_current_count(), 500u);
+  EXPECT_EQ(timer.read_current_count(), 50'000u);
   timer.write_lvt(0x42 | kPeriodic);  // unmask, same mode: keeps counting
-  run_until(start + 6000);
+  run_until(start + 600'000);
   EXPECT_EQ(delivered.size(), 1u);
 }
 
@@ -196,11 +198,11 @@ TEST_F(LapicTimerTest, PauseKeepsTheDeadlineAndResumeFiresAMissedOne) {
 TEST_F(LapicTimerTest, DrainThenResetGivesPowerOnStateAndWorksAgain) {
   timer.write_lvt(0x47 | kPeriodic);
   timer.write_divide_config(0xb);  // 1 ns per count
-  timer.write_initial_count(1000);
-  run_until(clock.now() + 3000);
+  timer.write_initial_count(100'000);
+  run_until(clock.now() + 300'000);
   EXPECT_EQ(timer.stats().handler_runs, 3u);
   timer.drain_timers();
-  timer.write_initial_count(1000);
+  timer.write_initial_count(100'000);
   EXPECT_EQ(timer.stats().refused_rearms, 1u) << "a drained timer refuses the re-arm, and counts it";
   delivered.clear();
   run_until(clock.now() + timers::kMillisecond);
@@ -213,6 +215,67 @@ TEST_F(LapicTimerTest, DrainThenResetGivesPowerOnStateAndWorksAgain) {
   clock.advance(timers::kMillisecond);
   EXPECT_EQ(system.loop(1).run_due(), 1u);
   EXPECT_EQ(delivered.size(), 1u);
+}
+
+TEST_F(LapicTimerTest, PeriodShorterThanTheFloorFiresInWholePeriodsOnItsGrid) {
+  timer.write_lvt(0x49 | kPeriodic);
+  timer.write_divide_config(0xb);  // 1 ns per count
+  const Nanos start = clock.now();
+  timer.write_initial_count(30'000);  // 30 us: stepped by 4 periods (120 us)
+  run_until(start + 630'000);
+  ASSERT_EQ(delivered.size(), 6u);
+  EXPECT_EQ(delivered[0].first, start + 30'000);
+  for (std::size_t i = 1; i < delivered.size(); ++i) {
+    EXPECT_EQ(delivered[i].first - delivered[i - 1].first, 120'000) << i;
+  }
+  // The guest still sees its own period in the count: 10 us into a period.
+  clock.set(start + 640'000);
+  EXPECT_EQ(timer.read_current_count(), 20'000u);
+}
+
+TEST_F(LapicTimerTest, PeriodOfOneCountDoesNotSpinTheLoop) {
+  testing::LogCapture logs;
+  timer.write_lvt(0x4a | kPeriodic);
+  timer.write_divide_config(0xb);
+  const Nanos start = clock.now();
+  timer.write_initial_count(1);
+  std::uint64_t batches = 0;
+  testing::run_loop_until(clock, system.loop(0), start + 10 * timers::kMillisecond, [&] { ++batches; }, 1000);
+  // One firing per kMinPeriod at the most, every one of them an interrupt.
+  EXPECT_LE(timer.stats().handler_runs, 10 * timers::kMillisecond / LapicTimer::kMinPeriod + 1);
+  EXPECT_GE(timer.stats().handler_runs, 10 * timers::kMillisecond / LapicTimer::kMinPeriod - 1);
+  EXPECT_EQ(delivered.size(), timer.stats().handler_runs);
+  EXPECT_LE(logs.lines(), 10u) << "one line per firing would flood the log";
+}
+
+TEST_F(LapicTimerTest, TscDeadlineAtTheMaximumNeverFires) {
+  timer.write_lvt(0x4b | kTscDeadline);
+  timer.write_tsc_deadline(UINT64_MAX);
+  EXPECT_EQ(timer.read_tsc_deadline(), UINT64_MAX);
+  EXPECT_GT(timer.deadline(), clock.now() + 100 * timers::kSecond * 3600 * 24 * 365)
+      << "2^64 TSC ticks at 2 GHz is centuries away, not in the past";
+  run_until(clock.now() + timers::kSecond);
+  EXPECT_TRUE(delivered.empty());
+  EXPECT_EQ(timer.stats().handler_runs, 0u);
+}
+
+TEST_F(LapicTimerTest, PowerOnStopsARunningTimerAndLeavesItUsable) {
+  timer.write_lvt(0x4c | kPeriodic);
+  timer.write_divide_config(0xb);
+  timer.write_initial_count(200'000);
+  run_until(clock.now() + 400'000);
+  ASSERT_EQ(delivered.size(), 2u);
+  timer.power_on();
+  EXPECT_EQ(timer.read_lvt(), LapicTimer::kLvtMasked);
+  EXPECT_EQ(timer.read_initial_count(), 0u);
+  EXPECT_EQ(timer.read_divide_config(), 0u);
+  EXPECT_EQ(timer.deadline(), 0);
+  run_until(clock.now() + timers::kMillisecond);
+  EXPECT_EQ(delivered.size(), 2u);
+  timer.write_lvt(0x4c);
+  timer.write_initial_count(1000);  // 2 us at divide-by-2: no drain, no reset needed
+  run_until(clock.now() + timers::kMillisecond);
+  EXPECT_EQ(delivered.size(), 3u);
 }
 
 TEST_F(LapicTimerTest, ReservedModeAndBitsAreHandledLikeHardware) {

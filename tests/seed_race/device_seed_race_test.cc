@@ -1,6 +1,7 @@
 // The two seed races against the real device code -- the LAPIC timer (where
-// illumos 12738 was found), the PIT and HPET (where 12476 was), and the RTC
-// -- each at the interleaving where only the fix it names stands between
+// illumos 12738 was found), alone and inside the user-space local APIC
+// driven through its registers, the PIT and HPET (where 12476 was), and the
+// RTC -- each at the interleaving where only the fix it names stands between
 // the guest and the bug, and each checked on what the fix guarantees, not
 // on an outcome a device's second line of defence would produce anyway:
 //  * seed 000: the stale firing is not claimed (the device's handler_runs
@@ -16,8 +17,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "devices/apic_bus.h"
 #include "devices/bus.h"
 #include "devices/hpet.h"
+#include "devices/lapic.h"
 #include "devices/lapic_timer.h"
 #include "devices/pit.h"
 #include "devices/rtc.h"
@@ -56,6 +59,42 @@ struct Lapic {
   std::atomic<std::uint64_t> irqs{0};
   devices::LapicTimer timer;
 };
+
+// The whole user-space local APIC (what --irqchip=userspace runs), driven
+// as a guest drives it: MMIO writes to its timer registers, interrupts into
+// its IRR. `Periodic` picks the LVT timer mode. The VM has two vCPUs; the
+// one under test is vCPU 0, which a VM reset drains first (the drain-window
+// scripts stop the first drain they meet).
+template <bool Periodic>
+struct VlapicOf {
+  static constexpr seed::DrainWindow kHandlerWindow = seed::DrainWindow::cyclic_removed;
+  static constexpr unsigned kVcpu = 0;
+  VlapicOf(timers::ManualClock&, timers::CyclicSystem& system)
+      : bus(system, system.loop(0), devices::ApicBus::Config{.cpus = 2}, {}, {}) {}
+  void wr(unsigned offset, std::uint32_t value) {
+    std::array<std::uint8_t, 4> bytes{};
+    devices::store_le(bytes, value);
+    apic().write(offset, bytes);
+  }
+  void start() {
+    using L = devices::Lapic;
+    wr(L::kRegSvr, L::kSvrEnable | 0xFF);
+    wr(L::kRegTimerDivide, 0xB);  // 1 ns per count
+    wr(L::kRegLvtTimer, 0x30 | (Periodic ? 1u << devices::LapicTimer::kModeShift : 0));
+    wr(L::kRegTimerInitial, 1'000'000);
+  }
+  // vlapic_icrtmr_write_handler: a one-shot is pushed out to a later deadline.
+  void guest_rearm() { wr(devices::Lapic::kRegTimerInitial, Periodic ? 1'000'000 : 2'000'000); }
+  devices::Lapic& apic() { return bus.lapic(kVcpu); }
+  std::uint64_t handler_runs() { return apic().timer_stats().handler_runs; }
+  std::uint64_t refused_rearms() { return apic().timer_stats().refused_rearms; }
+  std::uint64_t interrupts() { return apic().stats().interrupts; }
+  devices::TimerDevice& device() { return bus; }
+
+  devices::ApicBus bus;
+};
+using Vlapic = VlapicOf<true>;
+using VlapicOneShot = VlapicOf<false>;
 
 struct Pit {
   static constexpr seed::DrainWindow kHandlerWindow = seed::DrainWindow::cyclic_removed;
@@ -195,9 +234,47 @@ void stale_firing_during_a_guest_rearm_is_not_claimed() {
 }
 
 TEST(Seed000StaleFiringDuringAGuestRearm, Lapic) { stale_firing_during_a_guest_rearm_is_not_claimed<Lapic>(); }
+TEST(Seed000StaleFiringDuringAGuestRearm, Vlapic) { stale_firing_during_a_guest_rearm_is_not_claimed<Vlapic>(); }
+TEST(Seed000StaleFiringDuringAGuestRearm, VlapicOneShot) {
+  stale_firing_during_a_guest_rearm_is_not_claimed<VlapicOneShot>();
+}
 TEST(Seed000StaleFiringDuringAGuestRearm, Pit) { stale_firing_during_a_guest_rearm_is_not_claimed<Pit>(); }
 TEST(Seed000StaleFiringDuringAGuestRearm, Hpet) { stale_firing_during_a_guest_rearm_is_not_claimed<Hpet>(); }
 TEST(Seed000StaleFiringDuringAGuestRearm, Rtc) { stale_firing_during_a_guest_rearm_is_not_claimed<Rtc>(); }
+
+// Seed 000 with two vCPUs' APIC timers due in one batch of one loop (each
+// vCPU's timer runs where the vCPU runs; two vCPUs on one CPU share its
+// loop): the one whose guest re-arms it meanwhile ignores its stale firing,
+// the other vCPU's firing is its own and is taken.
+TEST(Seed000StaleFiringDuringAGuestRearm, VlapicTwoVcpusOnOneLoop) {
+  using L = devices::Lapic;
+  Bench<Vlapic> b;
+  devices::Lapic& other = b.dev.bus.lapic(1);
+  const auto other_wr = [&](unsigned offset, std::uint32_t value) {
+    std::array<std::uint8_t, 4> bytes{};
+    devices::store_le(bytes, value);
+    other.write(offset, bytes);
+  };
+  other_wr(L::kRegSvr, L::kSvrEnable | 0xFF);
+  other_wr(L::kRegTimerDivide, 0xB);
+  other_wr(L::kRegLvtTimer, 0x31 | (1u << devices::LapicTimer::kModeShift));
+  other_wr(L::kRegTimerInitial, 1'000'000);  // the same deadline as vCPU 1's
+  const Nanos old_deadline = b.start_and_make_due();
+  ASSERT_EQ(other.timer_deadline(), old_deadline);
+  const auto runs = b.dev.handler_runs();
+  const auto other_runs = other.timer_stats().handler_runs;
+  ASSERT_TRUE(seed::write_racing_the_stale_firing(b.loop, [&] { b.dev.guest_rearm(); }));
+  EXPECT_EQ(b.dev.handler_runs(), runs) << "the stale firing was taken for the new deadline";
+  EXPECT_FALSE(b.dev.apic().next_interrupt()) << "an interrupt for the stale firing (vCPU 0)";
+  EXPECT_EQ(other.timer_stats().handler_runs, other_runs + 1);
+  EXPECT_EQ(other.next_interrupt(), 0x31) << "the other vCPU's timer fired in the same batch";
+  const Nanos new_deadline = b.dev.apic().timer_deadline();
+  ASSERT_GT(new_deadline, old_deadline);
+  b.clock.set(new_deadline);
+  b.loop.run_due();
+  EXPECT_EQ(b.dev.handler_runs(), runs + 1) << "one firing claimed, at the new deadline";
+  EXPECT_EQ(b.dev.apic().next_interrupt(), 0x30);
+}
 
 // Seed 002: a VM reset and a forced stop drain the device while its handler
 // runs; where the handler re-arms, it is parked inside the re-arm with the
@@ -226,6 +303,7 @@ void drains_wait_for_the_handler_and_refuse_its_rearm() {
 }
 
 TEST(Seed002DrainsDuringTheHandlersRearm, Lapic) { drains_wait_for_the_handler_and_refuse_its_rearm<Lapic>(); }
+TEST(Seed002DrainsDuringTheHandlersRearm, Vlapic) { drains_wait_for_the_handler_and_refuse_its_rearm<Vlapic>(); }
 TEST(Seed002DrainsDuringTheHandlersRearm, Pit) { drains_wait_for_the_handler_and_refuse_its_rearm<Pit>(); }
 TEST(Seed002DrainsDuringTheHandlersRearm, Hpet) { drains_wait_for_the_handler_and_refuse_its_rearm<Hpet>(); }
 TEST(Seed002DrainsDuringTheHandlersRearm, Rtc) { drains_wait_for_the_handler_and_refuse_its_rearm<Rtc>(); }
@@ -247,6 +325,7 @@ void rearm_while_a_drain_is_under_way_is_refused() {
 }
 
 TEST(Seed002RearmWhileADrainIsUnderWay, Lapic) { rearm_while_a_drain_is_under_way_is_refused<Lapic>(); }
+TEST(Seed002RearmWhileADrainIsUnderWay, Vlapic) { rearm_while_a_drain_is_under_way_is_refused<Vlapic>(); }
 TEST(Seed002RearmWhileADrainIsUnderWay, Pit) { rearm_while_a_drain_is_under_way_is_refused<Pit>(); }
 TEST(Seed002RearmWhileADrainIsUnderWay, Hpet) { rearm_while_a_drain_is_under_way_is_refused<Hpet>(); }
 

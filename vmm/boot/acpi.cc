@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "devices/error.h"
+#include "devices/pvpanic.h"
 #include "vmm/boot/acpi_tables.h"
 #include "vmm/boot/aml.h"
 #include "vmm/boot/layout.h"
@@ -125,6 +126,8 @@ Bytes build_fadt(std::uint64_t dsdt, std::uint64_t facs) {
   fadt.pm1a_cnt_blk = kPm1aControlPort;
   fadt.pm1_evt_len = kPm1EventLength;
   fadt.pm1_cnt_len = kPm1ControlLength;
+  fadt.pm_tmr_blk = kPmTimerPort;
+  fadt.pm_tmr_len = kPmTimerLength;
   // Latencies above 100 / 1000 us mean "C2 / C3 not supported".
   fadt.p_lvl2_lat = 101;
   fadt.p_lvl3_lat = 1001;
@@ -139,6 +142,7 @@ Bytes build_fadt(std::uint64_t dsdt, std::uint64_t facs) {
   fadt.x_dsdt = dsdt;
   fadt.x_pm1a_evt_blk = {kAddressSpaceSystemIo, kPm1EventLength * 8, 0, kAccessWord, kPm1aEventPort};
   fadt.x_pm1a_cnt_blk = {kAddressSpaceSystemIo, kPm1ControlLength * 8, 0, kAccessWord, kPm1aControlPort};
+  fadt.x_pm_tmr_blk = {kAddressSpaceSystemIo, kPmTimerLength * 8, 0, kAccessDword, kPmTimerPort};
   Bytes table = object_bytes(fadt);
   seal(table);
   return table;
@@ -214,6 +218,9 @@ std::vector<std::uint8_t> dsdt_aml(const AcpiConfig& config) {
                       name("_CRS", ResourceTemplate().io(0x60, 1).io(0x64, 1).irq(1).buffer())}),
       device("RTC", {name("_HID", eisa_id("PNP0B00")),
                      name("_CRS", ResourceTemplate().io(0x70, 2).irq(8).buffer())}),
+      // pvpanic, as QEMU names it: Linux's pvpanic driver binds to this ID.
+      device("PEVT", {name("_HID", string("QEMU0001")),
+                      name("_CRS", ResourceTemplate().io(devices::PvPanic::kPort, 1).buffer())}),
   };
   if (config.hpet) {
     devices.push_back(device("HPET", {name("_HID", eisa_id("PNP0103")),

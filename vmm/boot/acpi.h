@@ -38,6 +38,9 @@ inline constexpr std::uint16_t kPm1WakeStatus = 1u << 15;
 
 // PM1a control block (PM1_CNT, 16 bits).
 inline constexpr std::uint16_t kPm1aControlPort = 0x604;
+// The PM timer: 4 bytes, 24 bits of count (FADT flag TMR_VAL_EXT clear).
+inline constexpr std::uint16_t kPmTimerPort = 0x608;
+inline constexpr std::uint8_t kPmTimerLength = 4;
 inline constexpr std::uint8_t kPm1ControlLength = 2;
 // SCI_EN must read as 1: with SMI_CMD = 0 the platform is always in ACPI mode.
 inline constexpr std::uint16_t kPm1ControlSciEnable = 1u << 0;

@@ -24,6 +24,7 @@ inline constexpr std::uint8_t kAddressSpaceSystemMemory = 0;
 inline constexpr std::uint8_t kAddressSpaceSystemIo = 1;
 inline constexpr std::uint8_t kAccessByte = 1;
 inline constexpr std::uint8_t kAccessWord = 2;
+inline constexpr std::uint8_t kAccessDword = 3;
 
 // FADT flags.
 inline constexpr std::uint32_t kFadtWbinvd = 1u << 0;

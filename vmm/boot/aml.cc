@@ -112,6 +112,18 @@ Bytes integer(std::uint64_t value) {
   return out;
 }
 
+Bytes string(std::string_view text) {
+  // ASCII 0x01-0x7F only, NUL-terminated (ACPI 6.4, 20.2.3).
+  Bytes out{kStringPrefix};
+  for (char c : text) {
+    const auto byte = static_cast<std::uint8_t>(c);
+    if (byte == 0 || byte > 0x7F) throw Error(fmt::format("AML string '{}' holds a byte outside 0x01-0x7F", text));
+    out.push_back(byte);
+  }
+  out.push_back(0);
+  return out;
+}
+
 Bytes eisa_id(std::string_view id) {
   const bool valid = id.size() == 7 && std::isupper(static_cast<unsigned char>(id[0])) &&
                      std::isupper(static_cast<unsigned char>(id[1])) &&

@@ -27,6 +27,7 @@ inline constexpr std::uint8_t kBufferOp = 0x11;
 inline constexpr std::uint8_t kPackageOp = 0x12;
 inline constexpr std::uint8_t kDualNamePrefix = 0x2E;
 inline constexpr std::uint8_t kMultiNamePrefix = 0x2F;
+inline constexpr std::uint8_t kStringPrefix = 0x0D;
 inline constexpr std::uint8_t kExtOpPrefix = 0x5B;
 inline constexpr std::uint8_t kDeviceOp = 0x82;  // after kExtOpPrefix
 inline constexpr std::uint8_t kRootChar = '\\';
@@ -42,6 +43,9 @@ Bytes name_string(std::string_view path);
 
 // The shortest integer encoding (ZeroOp, OneOp, or a prefixed constant).
 Bytes integer(std::uint64_t value);
+
+// A String constant: "QEMU0001" for a _HID that is not an EISA ID.
+Bytes string(std::string_view text);
 
 // A compressed EISA ID ("PNP0501") as a DWord constant, the way _HID wants it.
 // Throws vmm::Error unless it is three letters and four hex digits.
