@@ -52,6 +52,7 @@ int run_vm(const vmm::RunOptions& o) {
   config.memory = o.memory;
   config.reboot = o.reboot;
   config.process_start = g_process_start;
+  config.disks = o.disks;
   // Every input is checked before /dev/kvm is opened: a wrong path or a bad
   // image is named as such on any host, with or without KVM.
   vmm::PreparedGuest guest = vmm::prepare_guest(config);
