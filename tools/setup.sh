@@ -11,8 +11,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev linux-libc-dev
   # tests and tools: the Debian test kernel is fetched with apt-get download
   # and its vmlinux unpacked with lz4; QEMU is the reference the guest is
-  # checked against; cpio/busybox build the real-host initramfs
-  lz4 cpio busybox-static qemu-system-x86 rt-tests gnuplot-nox python3
+  # checked against; cpio/busybox build the real-host initramfs; e2fsprogs
+  # builds and checks the Linux disk tests' ext4 images without root
+  lz4 cpio busybox-static qemu-system-x86 rt-tests gnuplot-nox python3 e2fsprogs
 )
 
 missing=()

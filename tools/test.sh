@@ -3,7 +3,8 @@
 #   release: every test but the benchmarks, tools/kvm-lab's own tests, and
 #            the Linux suite (Debian's cloud kernel booted under vmm)
 #   mutants: each seed-race fix removed in turn must fail a seed test
-#   asan, tsan: the timer, seed-race, device, loader and stress suites, and
+#   asan, tsan: the timer, seed-race, device (PCI and virtio included), virtqueue
+#               fuzz, disk image, loader and stress suites, and
 #               the VMM end to end (reboots, reset paths, the register-fuzzing
 #               guest, lifecycle, signals, control socket, vmm-stress loops);
 #               the tsan build compiles in fault injection (VMM_FAULT_INJECTION),
@@ -58,7 +59,8 @@ for preset in asan tsan; do
   if [ "$preset" = tsan ]; then options=(-DVMM_BUILD_TOOLS=ON -DVMM_FAULT_INJECTION=ON); fi
   cmake --preset "$preset" "${options[@]}" >/dev/null
   cmake --build --preset "$preset" -j "$jobs" --target timers_tests seed_race_tests timer_stress_tests \
-    devices_tests boot_tests kvm_unit_tests vmm vmm_unit_tests vmm_run_tests vmm-stress vmm_stress_tests \
+    devices_tests fuzz_tests block_file_tests boot_tests kvm_unit_tests vmm vmm_unit_tests vmm_run_tests \
+    vmm-stress vmm_stress_tests \
     vmm_control_tests
   step "$preset tests without KVM"
   # Every suite built above; kvm_tests alone is left to the release build

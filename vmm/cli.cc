@@ -64,6 +64,38 @@ std::uint64_t parse_memory_size(std::string_view text) {
   return bytes;
 }
 
+DiskConfig parse_disk(std::string_view text) {
+  const auto bad = [&](const std::string& why) { return UsageError("--disk '" + std::string(text) + "': " + why); };
+  DiskConfig disk;
+  std::size_t start = 0;
+  bool first = true;
+  for (;;) {
+    const std::size_t comma = text.find(',', start);
+    const std::string_view part = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    if (first) {
+      if (part.empty()) throw bad("expected PATH[,readonly][,serial=ID]");
+      disk.path = std::string(part);
+      first = false;
+    } else if (part == "readonly") {
+      disk.read_only = true;
+    } else if (part.rfind("serial=", 0) == 0) {
+      disk.serial = std::string(part.substr(7));
+      if (disk.serial.empty()) throw bad("serial= needs a value");
+      if (disk.serial.size() > kMaxDiskSerial) {
+        throw bad("the serial is longer than " + std::to_string(kMaxDiskSerial) + " bytes");
+      }
+      for (char c : disk.serial) {
+        if (c < 0x21 || c > 0x7E) throw bad("the serial must be printable ASCII without spaces");
+      }
+    } else {
+      throw bad("unknown option '" + std::string(part) + "' (expected readonly or serial=ID)");
+    }
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return disk;
+}
+
 Command parse_command_line(const std::vector<std::string>& args) {
   CLI::App app{"vmm: a KVM virtual machine monitor (split irqchip; PIT, RTC, HPET, IOAPIC, PIC in user space)"};
   app.name("vmm");
@@ -74,6 +106,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
   Command command;
   RunOptions& o = command.run;
   std::string memory = "256M";
+  std::vector<std::string> disks;
   std::string serial = "stdio";
   bool no_reboot = false;
   bool no_hpet = false;
@@ -90,6 +123,9 @@ Command parse_command_line(const std::vector<std::string>& args) {
   run->add_flag("--no-hpet", no_hpet, "Leave the HPET (and its ACPI table) out");
   run->add_flag("--debug-exit", o.debug_exit,
                 "Let the guest end the run through port 0xf4 with status (v << 1) | 1 (for test guests)");
+  run->add_option("--disk", disks,
+                  "A virtio-blk disk: PATH[,readonly][,serial=ID] (up to 20 bytes); repeat for more (up to 8)")
+      ->allow_extra_args(false);
   run->add_option("--log-level", o.log_level, "trace, debug, info, warn (default), error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   run->add_option("--control", o.control, "Serve the control protocol on this Unix socket path");
@@ -145,6 +181,11 @@ Command parse_command_line(const std::vector<std::string>& args) {
   o.memory = parse_memory_size(memory);
   if (o.cpus == 0) throw UsageError("--cpus must be at least 1");
   o.reboot = !no_reboot;
+  if (disks.size() > kMaxDisks) {
+    throw UsageError("--disk: at most " + std::to_string(kMaxDisks) + " disks (" + std::to_string(disks.size()) +
+                     " given)");
+  }
+  for (const std::string& disk : disks) o.disks.push_back(parse_disk(disk));
   o.hpet = !no_hpet;
   if (serial == "stdio") {
     o.serial = SerialKind::stdio;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "vmm/control_client.h"
+#include "vmm/disk_config.h"
 
 namespace vmm {
 
@@ -40,6 +41,7 @@ struct RunOptions {
   std::string log_level = "warn";
   std::optional<std::string> control;  // control socket path
   std::string kvm_device = "/dev/kvm";
+  std::vector<DiskConfig> disks;  // --disk, in order
 };
 
 struct Command {
@@ -57,6 +59,10 @@ class UsageError : public std::runtime_error {
 
 // Throws UsageError.
 Command parse_command_line(const std::vector<std::string>& args);
+
+// One --disk value: "PATH[,readonly][,serial=ID]". Throws UsageError naming
+// the value. A path with a comma in it cannot be given.
+DiskConfig parse_disk(std::string_view text);
 
 // "256M", "1G", "512MiB", "65536K", a bare number (MiB, as QEMU's -m).
 // Throws UsageError naming the value.

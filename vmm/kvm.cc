@@ -227,6 +227,16 @@ int KvmVm::signal_msi(const devices::MsiMessage& message) const noexcept {
   return r < 0 ? -errno : r;
 }
 
+int KvmVm::set_ioeventfd(int eventfd, std::uint64_t address, std::uint32_t length, bool assign) const noexcept {
+  kvm_ioeventfd request{};
+  request.addr = address;
+  request.len = length;
+  request.fd = eventfd;
+  request.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN;
+  const int r = xioctl(fd_.get(), KVM_IOEVENTFD, &request);
+  return r < 0 ? -errno : 0;
+}
+
 int KvmVm::try_set_gsi_routing(std::span<const kvm_irq_routing_entry> entries) const noexcept {
   try {
     detail::FlexBuffer<detail::IrqRoutingHeader, kvm_irq_routing_entry> table(entries.size());

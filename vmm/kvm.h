@@ -182,6 +182,12 @@ class KvmVm {
   // guest blocked it (e.g. LAPIC software-disabled), or -errno.
   int signal_msi(const devices::MsiMessage& message) const noexcept;
 
+  // KVM_IOEVENTFD on MMIO: a guest write of exactly `length` bytes at
+  // `address` signals `eventfd` inside KVM, without an exit to user space.
+  // `assign` false removes the same registration. Thread-safe. Returns 0 or
+  // -errno.
+  int set_ioeventfd(int eventfd, std::uint64_t address, std::uint32_t length, bool assign) const noexcept;
+
   // KVM_SET_GSI_ROUTING: replaces the whole table. Returns 0 or -errno.
   int try_set_gsi_routing(std::span<const kvm_irq_routing_entry> entries) const noexcept;
 

@@ -53,6 +53,7 @@ int run_vm(const vmm::RunOptions& o) {
   config.reboot = o.reboot;
   config.debug_exit = o.debug_exit;
   config.process_start = g_process_start;
+  config.disks = o.disks;
   // Every input is checked before /dev/kvm is opened: a wrong path or a bad
   // image is named as such on any host, with or without KVM.
   vmm::PreparedGuest guest = vmm::prepare_guest(config);

@@ -40,7 +40,10 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
                    }},
                timers.clock()),
       pit_(timers, timer_loop, isa_.line(0)),
-      rtc_(timers, timer_loop, isa_.line(8)) {
+      rtc_(timers, timer_loop, isa_.line(8)),
+      // 0xCF9 is inside the configuration ports: the root bus hands byte
+      // accesses there to the reset register, as Intel chipsets do.
+      pci_(&acpi_pm_.reset_port()) {
   if (config.serial_output == nullptr) throw Error("platform: no serial output");
   if (config.hpet) {
     // Legacy replacement hands IRQ 0 and IRQ 8 to the HPET: the PIT and RTC
@@ -66,13 +69,23 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
   pio_.insert(acpi::kPm1aEventPort, acpi::kPm1EventLength, acpi_pm_.event_block(), "pm1a event");
   pio_.insert(acpi::kPm1aControlPort, acpi::kPm1ControlLength, acpi_pm_.control_block(), "pm1a control");
   pio_.insert(acpi::kPmTimerPort, acpi::kPmTimerLength, acpi_pm_.pm_timer(), "pm timer");
-  pio_.insert(acpi::kResetPort, 1, acpi_pm_.reset_port(), "reset control");
+  static_assert(acpi::kResetPort == devices::pci::PciRoot::kConfigIoPort + 1);
+  pio_.insert(devices::pci::PciRoot::kConfigIoPort, devices::pci::PciRoot::kConfigIoSize, pci_.config_io(),
+              "pci config, reset control");
   if (config.debug_exit) pio_.insert(devices::DebugExit::kPort, devices::DebugExit::kSize, debug_exit_, "debug exit");
   pio_.insert(devices::PvPanic::kPort, devices::PvPanic::kSize, pvpanic_, "pvpanic");
   pio_.insert(devices::BootProgress::kPort, devices::BootProgress::kSize, boot_progress_, "boot progress");
 
   mmio_.insert(devices::IoApic::kBase, devices::IoApic::kSize, ioapic_, "ioapic");
   if (hpet_) mmio_.insert(devices::Hpet::kBase, devices::Hpet::kSize, *hpet_, "hpet");
+  // No ECAM: the tables carry no MCFG, so a guest uses the ports above.
+  mmio_.insert(devices::pci::PciRoot::kMmioWindowBase, devices::pci::PciRoot::kMmioWindowSize, pci_.mmio_window(),
+               "pci window");
+}
+
+Platform::PciIntx Platform::pci_intx(unsigned slot) {
+  const unsigned gsi = acpi::pci_intx_gsi(slot);
+  return PciIntx{&ioapic_.pin(gsi), static_cast<std::uint8_t>(gsi)};
 }
 
 Platform::~Platform() {
@@ -110,6 +123,7 @@ void Platform::reset(timers::EventLoop& timer_loop, timers::Nanos boot_progress_
   serial_.reset();
   i8042_.reset();
   acpi_pm_.reset();
+  pci_.reset();
   boot_progress_.restart(boot_progress_start);
 }
 

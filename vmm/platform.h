@@ -15,13 +15,21 @@
 //   port 0x3F8-0x3FF            16550A COM1 (IRQ 4)
 //   port 0x600-0x605            ACPI PM1a event/control (SCI = IRQ 9)
 //   port 0x608-0x60B            ACPI PM timer (3.579545 MHz, 24 bits)
-//   port 0xCF9                  reset control (the FADT's reset register)
+//   port 0xCF8-0xCFF            PCI configuration (mechanism #1); byte 0xCF9 is
+//                               reset control (the FADT's reset register)
 //   port 0xF4-0xF7              debug exit (QEMU isa-debug-exit semantics)
 //   port 0xFF0-0xFF3            boot-progress milestones
 //   port 0x80                   POST/delay port: ignored (Linux's outb_p)
 //   port 0x505                  pvpanic (ACPI QEMU0001): the guest kernel panicked
 //   MMIO 0xFEC00000 (4 KiB)     IOAPIC, 24 pins
 //   MMIO 0xFED00000 (1 KiB)     HPET, 3 comparators (when enabled)
+//   MMIO 0xC0000000 (512 MiB)   PCI BARs (the DSDT's \_SB.PCI0 window); the
+//                               VM adds its PCI functions through pci()
+//
+// PCI INTA# of slot s goes to IOAPIC pin acpi::pci_intx_gsi(s) only, as the
+// DSDT's _PRT says: the 8259 pair never sees PCI interrupts (a guest that
+// runs PCI devices without an IOAPIC gets no INTx from them; MSI-X still
+// works).
 #pragma once
 
 #include <array>
@@ -38,6 +46,7 @@
 #include "devices/i8042.h"
 #include "devices/ioapic.h"
 #include "devices/isa_irq.h"
+#include "devices/pci/pci_root.h"
 #include "devices/pic.h"
 #include "devices/pit.h"
 #include "devices/pvpanic.h"
@@ -86,6 +95,16 @@ class Platform {
   devices::Serial& serial() noexcept { return serial_; }
   devices::AcpiPm& acpi_pm() noexcept { return acpi_pm_; }
   devices::BootProgress& boot_progress() noexcept { return boot_progress_; }
+  devices::pci::PciRoot& pci() noexcept { return pci_; }
+
+  // What INTA# of PCI slot `slot` (1-31) is wired to: the IOAPIC pin, and
+  // the GSI that firmware would write into the interrupt line register.
+  // Functions go on the bus with pci().add(slot, function), at set-up.
+  struct PciIntx {
+    devices::IrqLine* line;
+    std::uint8_t gsi;
+  };
+  PciIntx pci_intx(unsigned slot);
 
   // The VM reset and pause sequences, over every device with timers
   // (see devices/timer_device.h for the order and the lock rules).
@@ -132,6 +151,7 @@ class Platform {
   devices::Rtc rtc_;
   std::unique_ptr<devices::Hpet> hpet_;
   IgnoredPort post_port_;
+  devices::pci::PciRoot pci_;
   devices::Bus pio_{"port I/O"};
   devices::Bus mmio_{"MMIO"};
 };

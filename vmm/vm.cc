@@ -60,7 +60,8 @@ PreparedGuest prepare_guest(const VmConfig& config) {
   devices::GuestMemory memory = allocate_memory(config.memory);
   boot::BootFiles files = boot::BootFiles::open(config.boot, memory.size());
   boot::BootImage image = boot::load(memory, config.boot, files);
-  return PreparedGuest{std::move(memory), std::move(files), std::move(image)};
+  std::vector<OpenDisk> disks = open_disks(config.disks);
+  return PreparedGuest{std::move(memory), std::move(files), std::move(image), std::move(disks)};
 }
 
 Vm::Vm(const VmConfig& config, const KvmSystem& kvm, timers::CyclicSystem& timers)
@@ -101,6 +102,9 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
           },
       });
   platform_->ioapic().publish_all_routes();
+  if (!guest.disks.empty()) {
+    disks_ = std::make_unique<VirtioDisks>(std::move(guest.disks), *platform_, kvm_vm_, memory_, msi_);
+  }
 
   image_ = std::move(guest.image);
   spdlog::info("vm: {}", boot::describe(image_));
@@ -358,6 +362,9 @@ void Vm::do_reset() {
   // Handlers may be running and re-arming this very moment; drain waits for
   // them and their re-arms are refused (see the header).
   platform_->drain_timers();
+  // Before memory is reloaded: no request of the old boot may still be
+  // reading or writing it.
+  if (disks_) disks_->reset();
 
   memory_.discard();
   image_ = boot::load(memory_, config_.boot, files_);
@@ -381,6 +388,9 @@ VmOutcome Vm::end(VmEnd how, int status, std::string message) noexcept {
   set_state(VmState::stopping);
   stop_vcpus();
   platform_->drain_timers();
+  // Requests in flight finish at io_uring before run() returns; none is
+  // completed to the guest any more.
+  if (disks_) disks_->reset();
   std::lock_guard lock(mu_);
   state_ = VmState::ended;
   reports_.clear();

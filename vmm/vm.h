@@ -45,6 +45,7 @@
 #include "vmm/kvm.h"
 #include "vmm/platform.h"
 #include "vmm/vcpu.h"
+#include "vmm/virtio_disks.h"
 
 namespace vmm {
 
@@ -65,6 +66,8 @@ struct VmConfig {
   // VMM exit with statuses a supervisor reads as the VMM's own failures or
   // as a death by signal. Test guests need it to report their verdict.
   bool debug_exit = false;
+  // virtio-blk disks, in PCI slot order (see vmm/virtio_disks.h).
+  std::vector<DiskConfig> disks;
 };
 
 // How a run ended, and the process exit status the CLI uses for it. Even
@@ -108,10 +111,11 @@ struct PreparedGuest {
   devices::GuestMemory memory;
   boot::BootFiles files;
   boot::BootImage image;
+  std::vector<OpenDisk> disks;  // opened and locked
 };
 
 // Throws vmm::Error naming the problem: memory size, vCPU count beyond what
-// the firmware tables allow, kernel, initrd, command line.
+// the firmware tables allow, kernel, initrd, command line, disk images.
 PreparedGuest prepare_guest(const VmConfig& config);
 
 class Vm final : private VcpuEvents {
@@ -195,6 +199,9 @@ class Vm final : private VcpuEvents {
   IoapicRoutes routes_;
   devices::NullOutput null_output_;
   std::unique_ptr<Platform> platform_;
+  // After the platform: the disks' interrupts go through it, so they stop
+  // first. Null without disks.
+  std::unique_ptr<VirtioDisks> disks_;
   boot::BootImage image_;
   std::vector<std::uint32_t> reset_msrs_;
   std::vector<VcpuSnapshot> power_on_;

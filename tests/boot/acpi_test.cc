@@ -190,7 +190,7 @@ TEST_F(AcpiFixture, DsdtIsWellFormedWithS5AndLegacyDevices) {
 
   using Kind = test::AmlResource::Kind;
   const auto devices = dsdt_devices(terms);
-  ASSERT_EQ(devices.size(), 5u);
+  ASSERT_EQ(devices.size(), 6u);
   const Device& com1 = devices.at("COM1");
   EXPECT_EQ(com1.hid, "PNP0501");
   ASSERT_EQ(com1.resources.size(), 2u);
@@ -232,9 +232,65 @@ TEST_F(AcpiFixture, DsdtIsWellFormedWithS5AndLegacyDevices) {
 TEST(AcpiDsdt, HpetDeviceOnlyWhenEnabled) {
   const auto without = test::parse_aml(dsdt_aml({1, false}));
   const auto devices = dsdt_devices(without);
-  EXPECT_EQ(devices.size(), 4u);
+  EXPECT_EQ(devices.size(), 5u);
   EXPECT_EQ(devices.count("HPET"), 0u);
   ASSERT_NE(test::find_name(without, "\\_S5_"), nullptr);
+}
+
+// The PCI host bridge hands its bus exactly what devices/pci/pci_root.h
+// decodes, and routes each slot's INTA# to the pin the platform wires it to.
+TEST(AcpiDsdt, PciHostBridgeDescribesTheBusWindowAndRouting) {
+  using Kind = test::AmlResource::Kind;
+  const auto terms = test::parse_aml(dsdt_aml({2, true}));
+  const auto devices = dsdt_devices(terms);
+  ASSERT_EQ(devices.count("PCI0"), 1u);
+  const Device& pci = devices.at("PCI0");
+  EXPECT_EQ(pci.hid, "PNP0A03");
+  ASSERT_EQ(pci.resources.size(), 5u);
+  const auto& bus = pci.resources[0];
+  EXPECT_EQ(bus.kind, Kind::address_space);
+  EXPECT_EQ(bus.space_type, 2);
+  EXPECT_EQ(bus.base, 0u);
+  EXPECT_EQ(bus.max, 0u);
+  EXPECT_EQ(pci.resources[1].kind, Kind::io);
+  EXPECT_EQ(pci.resources[1].base, 0xCF8u);
+  EXPECT_EQ(pci.resources[1].length, 8u);
+  for (int i : {2, 3}) {
+    EXPECT_EQ(pci.resources[i].kind, Kind::address_space);
+    EXPECT_EQ(pci.resources[i].space_type, 1);
+    EXPECT_EQ(pci.resources[i].general_flags & 1, 0) << "a producer: the bridge hands the range to its bus";
+  }
+  EXPECT_EQ(pci.resources[2].base, 0u);
+  EXPECT_EQ(pci.resources[2].max, 0xCF7u);
+  EXPECT_EQ(pci.resources[3].base, 0xD00u);
+  EXPECT_EQ(pci.resources[3].max, 0xFFFFu);
+  const auto& window = pci.resources[4];
+  EXPECT_EQ(window.kind, Kind::address_space);
+  EXPECT_EQ(window.space_type, 0);
+  EXPECT_EQ(window.general_flags, 0x0C) << "producer, positive decode, fixed minimum and maximum";
+  EXPECT_EQ(window.base, 0xC0000000u);
+  EXPECT_EQ(window.length, 0x20000000u);
+
+  const test::AmlObject* prt = nullptr;
+  for (const test::AmlObject& term : terms) {
+    if (term.kind != test::AmlObject::Kind::scope) continue;
+    for (const test::AmlObject& device : term.children) {
+      if (device.name == "PCI0") prt = test::find_name(device.children, "_PRT");
+    }
+  }
+  ASSERT_NE(prt, nullptr);
+  ASSERT_EQ(prt->children.size(), 31u) << "slots 1-31";
+  for (unsigned slot = 1; slot <= 31; ++slot) {
+    const auto& entry = prt->children[slot - 1];
+    ASSERT_EQ(entry.children.size(), 4u);
+    EXPECT_EQ(entry.children[0].value, (std::uint64_t{slot} << 16) | 0xFFFF);
+    EXPECT_EQ(entry.children[1].value, 0u) << "INTA#";
+    EXPECT_EQ(entry.children[2].value, 0u) << "a GSI, not a link device";
+    EXPECT_EQ(entry.children[3].value, pci_intx_gsi(slot));
+    EXPECT_GE(entry.children[3].value, 16u) << "clear of the ISA IRQs";
+    EXPECT_LE(entry.children[3].value, 23u) << "on the 24-pin IOAPIC";
+  }
+  EXPECT_NE(pci_intx_gsi(1), pci_intx_gsi(8)) << "eight disks, eight pins";
 }
 
 class AcpiMadt : public ::testing::TestWithParam<unsigned> {};

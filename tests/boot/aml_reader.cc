@@ -189,6 +189,24 @@ std::vector<AmlResource> parse_resources(const std::vector<std::uint8_t>& buffer
       need(3);
       const std::uint32_t length = le(pos + 1, 2);
       need(3 + length);
+      const unsigned field = (tag == 0x88 && length == 13) ? 2 : (tag == 0x87 && length == 23) ? 4 : 0;
+      if (field != 0) {
+        AmlResource r{AmlResource::Kind::address_space};
+        r.space_type = buffer[pos + 3];
+        r.general_flags = buffer[pos + 4];
+        r.type_flags = buffer[pos + 5];
+        const std::size_t values = pos + 6;  // granularity, min, max, translation, length
+        r.base = le(values + field, field);
+        r.max = le(values + 2 * field, field);
+        if (le(values + 3 * field, field) != 0) throw std::runtime_error("address space with a translation");
+        r.length = le(values + 4 * field, field);
+        if (r.max < r.base || r.length != r.max - r.base + 1) {
+          throw std::runtime_error("address space length does not match its range");
+        }
+        resources.push_back(r);
+        pos += 3 + length;
+        continue;
+      }
       if ((tag & 0x7F) != 0x06 || length != 9) throw std::runtime_error("unexpected large resource item");
       AmlResource r{AmlResource::Kind::memory32_fixed};
       r.writable = buffer[pos + 3] & 1;

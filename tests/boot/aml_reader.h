@@ -28,8 +28,15 @@ std::vector<AmlObject> parse_aml(std::span<const std::uint8_t> aml);
 const AmlObject* find_name(const std::vector<AmlObject>& terms, const std::string& path);
 
 struct AmlResource {
-  enum class Kind { io, irq, memory32_fixed };
+  enum class Kind { io, irq, memory32_fixed, address_space };
   Kind kind;
+  // address_space (Word or DWord Address Space Descriptor): the resource
+  // type (0 memory, 1 I/O, 2 bus numbers), the general and type-specific
+  // flags, and [base, base + length) in `base` / `length`.
+  std::uint8_t space_type = 0;
+  std::uint8_t general_flags = 0;
+  std::uint8_t type_flags = 0;
+  std::uint32_t max = 0;
   std::uint32_t base = 0;
   std::uint32_t length = 0;
   std::uint16_t irq_mask = 0;

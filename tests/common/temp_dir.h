@@ -2,7 +2,9 @@
 // object dies: one per test, so tests never share or leave files.
 #pragma once
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -43,6 +45,16 @@ class TempDir {
   }
   std::filesystem::path write(std::string_view name, std::string_view contents) const {
     return write(name, std::vector<std::uint8_t>(contents.begin(), contents.end()));
+  }
+  // Creates (or truncates) `name` holding `size` bytes of `fill`; returns its path.
+  std::string create(std::string_view name, std::size_t size, std::uint8_t fill = 0) const {
+    const std::string p = file(name);
+    const std::vector<std::uint8_t> bytes(size, fill);
+    const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const bool ok = fd >= 0 && ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+    if (fd >= 0) ::close(fd);
+    if (!ok) throw std::runtime_error("cannot create " + p);
+    return p;
   }
 
  private:

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tests/vmm/vmm_fixture.h"
+#include "vmm/block_file.h"
 
 namespace vmm::testing {
 namespace {
@@ -45,6 +46,15 @@ std::string resolve(const std::string& arg) {
     std::ofstream(scratch("garbage"), std::ios::binary) << std::string(4096, 'x');
     return scratch("garbage");
   }
+  if (arg == "SHORT_DISK") {
+    std::ofstream(scratch("short-disk"), std::ios::binary) << std::string(511, 'd');
+    return scratch("short-disk");
+  }
+  if (arg.rfind("DISK", 0) == 0 && (arg.size() == 4 || arg[4] == ',')) {  // DISK[,options]
+    std::ofstream(scratch("disk"), std::ios::binary).put('\0');
+    std::filesystem::resize_file(scratch("disk"), 1 << 20);  // sparse
+    return scratch("disk") + arg.substr(4);
+  }
   if (arg == "BIG_INITRD") {
     std::ofstream(scratch("initrd"), std::ios::binary).put('\0');
     std::filesystem::resize_file(scratch("initrd"), 100ull << 20);  // sparse
@@ -67,7 +77,7 @@ TEST_P(VmmBadInput, OneClearLineAndADocumentedStatus) {
   EXPECT_EQ(r.err.rfind("vmm: ", 0), 0u) << r.err;
   EXPECT_TRUE(contains(r.err, input.message)) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
-  for (const char* name : {"empty", "garbage", "initrd"}) std::filesystem::remove(scratch(name));
+  for (const char* name : {"empty", "garbage", "initrd", "short-disk", "disk"}) std::filesystem::remove(scratch(name));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -95,11 +105,54 @@ INSTANTIATE_TEST_SUITE_P(
                  {"run", "--kernel", "/nonexistent/kernel", "--kvm-device", "/nonexistent/kvm"}, 4,
                  "kernel /nonexistent/kernel: file not found"},
         BadInput{"bad_serial", {"run", "--kernel", "GUEST", "--serial", "tty:/dev/x"}, 2, "--serial"},
+        // Disk images: checked before /dev/kvm is opened, like the kernel.
+        BadInput{"missing_disk",
+                 {"run", "--kernel", "GUEST", "--disk", "/nonexistent/disk.img", "--kvm-device", "/nonexistent/kvm"},
+                 4, "disk image /nonexistent/disk.img: no such file"},
+        BadInput{"directory_disk", {"run", "--kernel", "GUEST", "--disk", "/tmp"}, 4,
+                 "not a regular file or block device"},
+        BadInput{"short_disk", {"run", "--kernel", "GUEST", "--disk", "SHORT_DISK", "--kvm-device", "/nonexistent/kvm"},
+                 4, "shorter than one 512-byte sector (511 bytes)"},
+        BadInput{"same_disk_twice", {"run", "--kernel", "GUEST", "--disk", "DISK,readonly", "--disk", "DISK,readonly"},
+                 4, "given twice"},
+        BadInput{"disk_bad_option", {"run", "--kernel", "GUEST", "--disk", "DISK,fast"}, 2, "unknown option 'fast'"},
+        BadInput{"disk_long_serial",
+                 {"run", "--kernel", "GUEST", "--disk", "DISK,serial=123456789012345678901"}, 2, "longer than 20"},
+        BadInput{"disk_no_path", {"run", "--kernel", "GUEST", "--disk", ",readonly"}, 2, "--disk"},
         BadInput{"kvm_absent", {"run", "--kernel", "GUEST", "--kvm-device", "/nonexistent/kvm"}, 4,
                  "is the kvm module loaded"},
         BadInput{"kvm_not_kvm", {"run", "--kernel", "GUEST", "--kvm-device", "/dev/null"}, 4,
                  "not a KVM device"}),
     [](const ::testing::TestParamInfo<BadInput>& param_info) { return param_info.param.name; });
+
+// The image is locked: while one writer has it, a second vmm (writer or
+// reader) is refused before it opens /dev/kvm; readers share.
+TEST(VmmCli, ADiskInUseIsRefused) {
+  const std::string disk = resolve("DISK");
+  {
+    auto writer = BlockFile::open(disk, BlockFile::Options{});
+    for (const char* suffix : {"", ",readonly"}) {
+      const ProcessResult r =
+          run_process({vmm_binary(), "run", "--kernel", test_guest(), "--disk", disk + suffix, "--kvm-device",
+                       "/nonexistent/kvm"},
+                      std::chrono::seconds(30));
+      EXPECT_EQ(r.exit_status, 4) << r.err;
+      EXPECT_EQ(count_lines(r.err), 1u) << r.err;
+      EXPECT_TRUE(contains(r.err, "in use")) << r.err;
+    }
+  }
+  {
+    BlockFile::Options read_only;
+    read_only.read_only = true;
+    auto reader = BlockFile::open(disk, read_only);
+    const ProcessResult r = run_process(
+        {vmm_binary(), "run", "--kernel", test_guest(), "--disk", disk + ",readonly", "--kvm-device", "/nonexistent/kvm"},
+        std::chrono::seconds(30));
+    EXPECT_EQ(r.exit_status, 4) << r.err;
+    EXPECT_TRUE(contains(r.err, "/nonexistent/kvm")) << "a second reader got past the disk: " << r.err;
+  }
+  std::filesystem::remove(disk);
+}
 
 TEST(VmmCli, HelpAndVersionExitZero) {
   const ProcessResult help = run_process({vmm_binary(), "run", "--help"});

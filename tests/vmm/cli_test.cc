@@ -61,6 +61,13 @@ TEST(CliTest, EveryBadCommandLineIsAUsageError) {
       {"run", "--kernel", "k", "--serial", "pty"},
       {"run", "--kernel", "k", "--log-level", "loud"},
       {"run", "--kernel", "k", "--frobnicate"},
+      {"run", "--kernel", "k", "--disk"},
+      {"run", "--kernel", "k", "--disk", ""},
+      {"run", "--kernel", "k", "--disk", "d,ro"},
+      {"run", "--kernel", "k", "--disk", "d,serial="},
+      {"run", "--kernel", "k", "--disk", "d,serial=has space"},
+      {"run", "--kernel", "k", "--disk", "a", "--disk", "b", "--disk", "c", "--disk", "d", "--disk", "e",
+       "--disk", "f", "--disk", "g", "--disk", "h", "--disk", "i"},
       {"fly"},
   };
   for (const auto& args : bad) {
@@ -72,6 +79,22 @@ TEST(CliTest, EveryBadCommandLineIsAUsageError) {
       EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line: " << e.what();
     }
   }
+}
+
+TEST(CliTest, Disks) {
+  const Command c = parse_command_line({"run", "--kernel", "k", "--disk", "/a.img", "--disk",
+                                        "/b.img,readonly,serial=SER-1", "--disk", "/c.img,serial=x,readonly"});
+  ASSERT_EQ(c.run.disks.size(), 3u);
+  EXPECT_EQ(c.run.disks[0].path, "/a.img");
+  EXPECT_FALSE(c.run.disks[0].read_only);
+  EXPECT_EQ(c.run.disks[0].serial, "");
+  EXPECT_EQ(c.run.disks[1].path, "/b.img");
+  EXPECT_TRUE(c.run.disks[1].read_only);
+  EXPECT_EQ(c.run.disks[1].serial, "SER-1");
+  EXPECT_TRUE(c.run.disks[2].read_only);
+  EXPECT_EQ(c.run.disks[2].serial, "x");
+  EXPECT_TRUE(parse_command_line({"run", "--kernel", "k"}).run.disks.empty());
+  EXPECT_EQ(parse_disk("d,serial=12345678901234567890").serial, "12345678901234567890");
 }
 
 TEST(CliTest, HelpAndVersion) {

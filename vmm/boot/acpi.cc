@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "devices/error.h"
+#include "devices/pci/pci_root.h"
 #include "devices/pvpanic.h"
 #include "vmm/boot/acpi_tables.h"
 #include "vmm/boot/aml.h"
@@ -209,6 +210,37 @@ std::uint8_t checksum_complement(std::span<const std::uint8_t> bytes) noexcept {
   return static_cast<std::uint8_t>(0x100 - (sum & 0xFF));
 }
 
+namespace {
+
+// \_SB.PCI0: bus 0 behind a PCI host bridge, with the ranges it decodes
+// and the INTx routing of every slot.
+aml::Bytes pci_host_bridge() {
+  using namespace aml;
+  using devices::pci::PciRoot;
+  const auto window_base = static_cast<std::uint32_t>(PciRoot::kMmioWindowBase);
+  const auto window_last = static_cast<std::uint32_t>(PciRoot::kMmioWindowBase + PciRoot::kMmioWindowSize - 1);
+  const auto config_first = static_cast<std::uint16_t>(PciRoot::kConfigIoPort);
+  const auto config_last = static_cast<std::uint16_t>(PciRoot::kConfigIoPort + PciRoot::kConfigIoSize - 1);
+  const Bytes crs = ResourceTemplate()
+                        .word_bus_number(0, 0)
+                        .io(config_first, static_cast<std::uint8_t>(PciRoot::kConfigIoSize))
+                        .word_io(0, config_first - 1)
+                        .word_io(config_last + 1, 0xFFFF)
+                        .dword_memory(window_base, window_last)
+                        .buffer();
+  // _PRT entries: { address (slot << 16 | 0xFFFF: any function), pin
+  // (0 = INTA#), source (0: the fourth field is a GSI), GSI }.
+  std::vector<Bytes> routes;
+  for (unsigned slot = 1; slot < PciRoot::kSlots; ++slot) {
+    routes.push_back(package({integer((std::uint64_t{slot} << 16) | 0xFFFF), integer(0), integer(0),
+                              integer(pci_intx_gsi(slot))}));
+  }
+  return device("PCI0", {name("_HID", eisa_id("PNP0A03")), name("_UID", integer(0)), name("_ADR", integer(0)),
+                         name("_BBN", integer(0)), name("_CRS", crs), name("_PRT", package(routes))});
+}
+
+}  // namespace
+
 std::vector<std::uint8_t> dsdt_aml(const AcpiConfig& config) {
   using namespace aml;
   std::vector<Bytes> devices = {
@@ -222,6 +254,7 @@ std::vector<std::uint8_t> dsdt_aml(const AcpiConfig& config) {
       device("PEVT", {name("_HID", string("QEMU0001")),
                       name("_CRS", ResourceTemplate().io(devices::PvPanic::kPort, 1).buffer())}),
   };
+  devices.push_back(pci_host_bridge());
   if (config.hpet) {
     devices.push_back(device("HPET", {name("_HID", eisa_id("PNP0103")),
                                       name("_CRS", ResourceTemplate().memory32_fixed(kHpetAddress, kHpetSize).buffer())}));

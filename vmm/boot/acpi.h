@@ -69,6 +69,17 @@ inline constexpr std::uint32_t kHpetEventTimerBlockId =
     (0x8086u << 16) | (1u << 15) /* legacy replacement */ | (1u << 13) /* 64-bit counter */ |
     ((kHpetComparators - 1) << 8) | 0x01 /* revision */;
 
+// PCI bus 0 (devices/pci/pci_root.h has the layout): the DSDT's host bridge
+// \_SB.PCI0 hands its bus the I/O ports outside 0xCF8-0xCFF and the 32-bit
+// MMIO window at devices::pci::PciRoot::kMmioWindowBase, and its _PRT routes
+// INTA# of slot s to IOAPIC pin pci_intx_gsi(s), level-triggered, active-low
+// (the PCI default for a GSI without an override). Pins 16-23 carry nothing
+// else, so eight slots in a row never share a pin. Only INTA# is routed: a
+// single-function device uses no other.
+inline constexpr unsigned kPciIntxGsiBase = 16;
+inline constexpr unsigned kPciIntxGsiCount = 8;
+constexpr unsigned pci_intx_gsi(unsigned slot) noexcept { return kPciIntxGsiBase + slot % kPciIntxGsiCount; }
+
 // APIC IDs 0xFF is the broadcast ID, and the I/O APIC needs one of its own.
 inline constexpr unsigned kMaxCpus = 254;
 // The I/O APIC takes the first APIC ID after the vCPUs' (vCPU i has ID i),

@@ -214,6 +214,54 @@ ResourceTemplate& ResourceTemplate::memory32_fixed(std::uint32_t base, std::uint
   return *this;
 }
 
+namespace {
+
+// Resource types and flags of the Word and DWord Address Space Descriptors.
+constexpr std::uint8_t kAddressMemory = 0, kAddressIo = 1, kAddressBus = 2;
+// General flags: producer (bit 0 clear), positive decode (bit 1 clear),
+// minimum and maximum fixed (bits 2 and 3).
+constexpr std::uint8_t kProducerFixed = 0x0C;
+constexpr std::uint8_t kIoEntireRange = 0x03;
+constexpr std::uint8_t kMemoryReadWriteNonCacheable = 0x01;
+
+void address_space(Bytes& out, std::uint8_t descriptor, unsigned field_bytes, std::uint8_t type,
+                   std::uint8_t type_flags, std::uint64_t min, std::uint64_t max) {
+  out.push_back(descriptor);
+  // Type, general flags, type flags, then granularity, minimum, maximum,
+  // translation offset and length.
+  append_le(out, 3 + 5 * field_bytes, 2);
+  out.push_back(type);
+  out.push_back(kProducerFixed);
+  out.push_back(type_flags);
+  append_le(out, 0, field_bytes);
+  append_le(out, min, field_bytes);
+  append_le(out, max, field_bytes);
+  append_le(out, 0, field_bytes);
+  append_le(out, max - min + 1, field_bytes);
+}
+
+constexpr std::uint8_t kWordAddressDescriptor = 0x88, kDWordAddressDescriptor = 0x87;
+
+}  // namespace
+
+ResourceTemplate& ResourceTemplate::word_bus_number(std::uint16_t min, std::uint16_t max) {
+  if (max < min) throw Error(fmt::format("bus number range {}-{} is empty", min, max));
+  address_space(descriptors_, kWordAddressDescriptor, 2, kAddressBus, 0, min, max);
+  return *this;
+}
+
+ResourceTemplate& ResourceTemplate::word_io(std::uint16_t min, std::uint16_t max) {
+  if (max < min) throw Error(fmt::format("I/O range {:#x}-{:#x} is empty", min, max));
+  address_space(descriptors_, kWordAddressDescriptor, 2, kAddressIo, kIoEntireRange, min, max);
+  return *this;
+}
+
+ResourceTemplate& ResourceTemplate::dword_memory(std::uint32_t min, std::uint32_t max) {
+  if (max < min) throw Error(fmt::format("memory range {:#x}-{:#x} is empty", min, max));
+  address_space(descriptors_, kDWordAddressDescriptor, 4, kAddressMemory, kMemoryReadWriteNonCacheable, min, max);
+  return *this;
+}
+
 Bytes ResourceTemplate::buffer() const {
   // End Tag; a checksum of 0 means "treat the template as checksummed".
   constexpr std::uint8_t kEndTag = (0x0F << 3) | 1;

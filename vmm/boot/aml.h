@@ -73,6 +73,14 @@ class ResourceTemplate {
   // Memory32Fixed (ReadWrite, base, length)
   ResourceTemplate& memory32_fixed(std::uint32_t base, std::uint32_t length);
 
+  // The address-space descriptors a PCI host bridge's _CRS uses to hand
+  // ranges down to its bus (ResourceProducer, MinFixed, MaxFixed,
+  // PosDecode, no translation): WordBusNumber, WordIO (EntireRange) and
+  // DWordMemory (NonCacheable, ReadWrite), each covering [min, max].
+  ResourceTemplate& word_bus_number(std::uint16_t min, std::uint16_t max);
+  ResourceTemplate& word_io(std::uint16_t min, std::uint16_t max);
+  ResourceTemplate& dword_memory(std::uint32_t min, std::uint32_t max);
+
   Bytes buffer() const;
 
  private:

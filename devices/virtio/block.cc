@@ -1,0 +1,294 @@
+#include "devices/virtio/block.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "devices/bus.h"
+#include "devices/error.h"
+#include "devices/rate_limit.h"
+
+namespace vmm::devices::virtio {
+
+namespace {
+
+RateLimit g_chain_log;
+RateLimit g_request_log;
+
+// Appends iovecs for bytes [skip, skip + length) of `spans`; false when
+// more than `limit` would be needed.
+bool append_iov(std::vector<iovec>& out, std::span<const std::span<std::uint8_t>> spans, std::uint64_t skip,
+                std::uint64_t length, std::size_t limit) {
+  return for_each_piece(spans, skip, length, [&](std::uint8_t* data, std::uint64_t, std::uint64_t n) {
+           if (out.size() == limit) return false;
+           out.push_back(iovec{data, n});
+           return true;
+         }) == length;
+}
+
+}  // namespace
+
+VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
+    : backend_(std::move(backend)),
+      queue_size_(options.queue_size),
+      capacity_(backend_ ? backend_->size() / kSectorSize : 0),
+      features_([&] {
+        if (!backend_) return std::uint64_t{0};
+        std::uint64_t f = bit(kFeatureVersion1) | bit(kFeatureEventIdx) | bit(kFeatureIndirectDesc) |
+                          bit(kFeatureSegMax) | bit(kFeatureBlockSize) | bit(kFeatureFlush);
+        if (backend_->read_only()) {
+          f |= bit(kFeatureReadOnly);
+        } else {
+          if (backend_->supports_discard()) f |= bit(kFeatureDiscard);
+          if (backend_->supports_write_zeroes()) f |= bit(kFeatureWriteZeroes);
+        }
+        return f;
+      }()) {
+  if (!backend_) throw Error("virtio-blk: no backend");
+  if (queue_size_ == 0 || queue_size_ > SplitQueue::kMaxSize || (queue_size_ & (queue_size_ - 1)) != 0) {
+    throw Error("virtio-blk: queue size " + std::to_string(queue_size_) + " is not a power of two up to 32768");
+  }
+  if (options.serial.size() > kIdBytes) {
+    throw Error("virtio-blk: serial '" + options.serial + "' is longer than 20 bytes");
+  }
+  if (capacity_ == 0) throw Error("virtio-blk: the disk is shorter than one 512-byte sector");
+  const std::uint32_t slots = std::min<std::uint32_t>(queue_size_, backend_->max_in_flight());
+  if (slots == 0) throw Error("virtio-blk: the backend accepts no requests");
+  slots_.resize(slots);
+  for (std::uint32_t i = slots; i-- > 0;) free_slots_.push_back(i);
+  std::memcpy(id_.data(), options.serial.data(), options.serial.size());
+
+  auto put = [this](std::size_t at, std::uint64_t value, std::size_t width) {
+    store_le(std::span(config_.data() + at, width), value);
+  };
+  put(0, capacity_, 8);                                                                // capacity
+  put(12, std::clamp<std::uint32_t>(queue_size_ - 2u, 1, kMaxSegments), 4);            // seg_max
+  put(20, kSectorSize, 4);                                                             // blk_size
+  put(34, 1, 2);                                                                       // num_queues
+  put(36, kMaxDiscardSectors, 4);                                                      // max_discard_sectors
+  put(40, 1, 4);                                                                       // max_discard_seg
+  put(44, kDiscardAlignment, 4);                                                       // discard_sector_alignment
+  put(48, kMaxDiscardSectors, 4);                                                      // max_write_zeroes_sectors
+  put(52, 1, 4);                                                                       // max_write_zeroes_seg
+  put(56, 1, 1);                                                                       // write_zeroes_may_unmap
+  backend_->set_completion(this);
+}
+
+VirtioBlock::~VirtioBlock() {
+  // Waits for the backend's requests in flight; it completes none of them.
+  backend_->set_completion(nullptr);
+}
+
+void VirtioBlock::attach(VirtioTransport& transport, std::mutex& lock) noexcept {
+  transport_ = &transport;
+  lock_ = &lock;
+}
+
+void VirtioBlock::read_config(std::uint32_t offset, std::span<std::uint8_t> data) noexcept {
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = offset + i < config_.size() ? config_[offset + i] : 0;
+}
+
+void VirtioBlock::write_config(std::uint32_t, std::span<const std::uint8_t>) noexcept {
+  // Nothing is writable: the writeback field exists only with CONFIG_WCE.
+}
+
+void VirtioBlock::activate(std::uint64_t features, std::span<SplitQueue> queues) noexcept {
+  features_negotiated_ = features;
+  queues_ = queues;
+  active_ = !queues.empty();
+  broken_ = false;
+}
+
+std::size_t VirtioBlock::reset() noexcept {
+  ++epoch_;  // whatever is in flight now completes into nothing
+  active_ = false;
+  broken_ = false;
+  queues_ = {};
+  features_negotiated_ = 0;
+  return in_flight_;
+}
+
+void VirtioBlock::queue_notify(std::uint16_t queue) noexcept {
+  if (queue == 0) process();
+}
+
+void VirtioBlock::process() noexcept {
+  if (!active_ || broken_ || !queues_[0].active()) return;
+  SplitQueue& queue = queues_[0];
+  ChainError why = ChainError::kNone;
+  for (bool more = true; more;) {
+    queue.disable_notification();
+    bool drained = false;
+    while (!drained && !free_slots_.empty() && !broken_) {
+      switch (queue.pop(chain_, why)) {
+        case SplitQueue::Pop::kEmpty:
+          drained = true;
+          break;
+        case SplitQueue::Pop::kBroken:
+          if (g_chain_log.allow()) {
+            spdlog::warn("virtio-blk: queue broken: {}; device needs reset ({} suppressed)", to_string(why),
+                         g_chain_log.take_suppressed());
+          }
+          broken_ = true;
+          transport_->needs_reset();
+          break;
+        case SplitQueue::Pop::kBadChain:
+          if (g_chain_log.allow()) {
+            spdlog::warn("virtio-blk: chain {} refused: {} ({} suppressed)", chain_.head, to_string(why),
+                         g_chain_log.take_suppressed());
+          }
+          queue.push_used(chain_.head, 0);
+          break;
+        case SplitQueue::Pop::kChain:
+          handle(chain_);
+          break;
+      }
+    }
+    // Out of slots: stop here; the next completion resumes.
+    more = drained && queue.enable_notification();
+  }
+  backend_->kick();
+  if (queue.needs_signal()) transport_->signal_queue(0);
+}
+
+bool VirtioBlock::in_range(std::uint64_t sector, std::uint64_t sectors) const noexcept {
+  return sector <= capacity_ && sectors <= capacity_ - sector;
+}
+
+void VirtioBlock::finish(std::uint16_t head, std::uint8_t* status, std::uint8_t value, std::uint32_t written) noexcept {
+  if (status != nullptr) *status = value;
+  queues_[0].push_used(head, written);
+}
+
+void VirtioBlock::handle(const Chain& chain) noexcept {
+  auto refuse = [&](const char* why) {
+    if (g_request_log.allow()) {
+      spdlog::warn("virtio-blk: request {} refused: {} ({} suppressed)", chain.head, why,
+                   g_request_log.take_suppressed());
+    }
+  };
+  if (chain.writable_bytes == 0) {
+    refuse("no status byte");
+    queues_[0].push_used(chain.head, 0);
+    return;
+  }
+  std::uint8_t* status = &chain.writable.back().back();
+  std::array<std::uint8_t, kHeaderSize> header{};
+  if (!gather(chain.readable, 0, header)) {
+    refuse("header shorter than 16 bytes");
+    finish(chain.head, status, kStatusIoErr, 1);
+    return;
+  }
+  const auto type = static_cast<std::uint32_t>(load_le(std::span<const std::uint8_t>(header.data(), 4)));
+  const std::uint64_t sector = load_le(std::span<const std::uint8_t>(header.data() + 8, 8));
+  const std::uint64_t data_out = chain.readable_bytes - kHeaderSize;
+  const std::uint64_t data_in = chain.writable_bytes - 1;
+  auto error = [&](std::uint8_t value, const char* why) {
+    refuse(why);
+    finish(chain.head, status, value, 1);
+  };
+  const std::uint32_t slot_index = free_slots_.back();
+  std::vector<iovec>& iov = slots_[slot_index].iov;
+  iov.clear();
+
+  switch (type) {
+    case kTypeIn:
+    case kTypeOut: {
+      const bool in = type == kTypeIn;
+      const std::uint64_t bytes = in ? data_in : data_out;
+      if (!in && backend_->read_only()) return error(kStatusIoErr, "write to a read-only disk");
+      if ((in ? data_out : data_in) != 0) return error(kStatusIoErr, "data buffers in the wrong direction");
+      if (bytes % kSectorSize != 0) return error(kStatusIoErr, "length not a multiple of 512");
+      if (!in_range(sector, bytes / kSectorSize)) return error(kStatusIoErr, "sectors past the end of the disk");
+      if (bytes == 0) return finish(chain.head, status, kStatusOk, 1);
+      const bool fits = in ? append_iov(iov, chain.writable, 0, bytes, kMaxSegments)
+                           : append_iov(iov, chain.readable, kHeaderSize, bytes, kMaxSegments);
+      if (!fits) return error(kStatusIoErr, "too many data buffers");
+      BlockRequest request;
+      request.op = in ? BlockOp::kRead : BlockOp::kWrite;
+      request.offset = sector * kSectorSize;
+      submit(request, chain.head, status, static_cast<std::uint32_t>(in ? bytes + 1 : 1));
+      return;
+    }
+    case kTypeFlush: {
+      BlockRequest request;
+      request.op = BlockOp::kFlush;
+      submit(request, chain.head, status, 1);
+      return;
+    }
+    case kTypeGetId: {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kIdBytes, data_in));
+      scatter(chain.writable, 0, std::span<const std::uint8_t>(id_.data(), n));
+      return finish(chain.head, status, kStatusOk, static_cast<std::uint32_t>(n + 1));
+    }
+    case kTypeDiscard:
+    case kTypeWriteZeroes: {
+      const bool discard = type == kTypeDiscard;
+      if ((features_negotiated_ & bit(discard ? kFeatureDiscard : kFeatureWriteZeroes)) == 0) {
+        return error(kStatusUnsupported, "discard or write-zeroes not negotiated");
+      }
+      if (backend_->read_only()) return error(kStatusIoErr, "discard or write-zeroes on a read-only disk");
+      if (data_in != 0 || data_out != kSegmentSize) return error(kStatusIoErr, "not exactly one range segment");
+      std::array<std::uint8_t, kSegmentSize> segment{};
+      gather(chain.readable, kHeaderSize, segment);
+      const std::uint64_t first = load_le(std::span<const std::uint8_t>(segment.data(), 8));
+      const auto count = static_cast<std::uint32_t>(load_le(std::span<const std::uint8_t>(segment.data() + 8, 4)));
+      const auto flags = static_cast<std::uint32_t>(load_le(std::span<const std::uint8_t>(segment.data() + 12, 4)));
+      if ((flags & ~kSegmentUnmap) != 0 || (discard && (flags & kSegmentUnmap) != 0)) {
+        return error(kStatusUnsupported, "unsupported segment flags");
+      }
+      if (count > kMaxDiscardSectors || !in_range(first, count)) return error(kStatusIoErr, "range past the end");
+      if (count == 0) return finish(chain.head, status, kStatusOk, 1);
+      BlockRequest request;
+      request.op = discard ? BlockOp::kDiscard : BlockOp::kWriteZeroes;
+      request.offset = first * kSectorSize;
+      request.length = std::uint64_t{count} * kSectorSize;
+      submit(request, chain.head, status, 1);
+      return;
+    }
+    default:
+      return error(kStatusUnsupported, "unknown request type");
+  }
+}
+
+void VirtioBlock::submit(BlockRequest request, std::uint16_t head, std::uint8_t* status, std::uint32_t written) noexcept {
+  const std::uint32_t index = free_slots_.back();
+  Slot& slot = slots_[index];
+  request.iov = slot.iov;
+  request.tag = index;
+  if (!backend_->submit(request)) {
+    if (g_request_log.allow()) {
+      spdlog::warn("virtio-blk: backend refused request {} ({} suppressed)", head, g_request_log.take_suppressed());
+    }
+    finish(head, status, kStatusIoErr, 1);
+    return;
+  }
+  free_slots_.pop_back();
+  slot.busy = true;
+  slot.epoch = epoch_;
+  slot.head = head;
+  slot.status = status;
+  slot.written = written;
+  ++in_flight_;
+}
+
+void VirtioBlock::complete(std::uint64_t tag, std::int64_t result) noexcept {
+  std::lock_guard lock(*lock_);
+  if (tag >= slots_.size() || !slots_[tag].busy) return;  // the backend broke its contract
+  Slot& slot = slots_[tag];
+  slot.busy = false;
+  free_slots_.push_back(static_cast<std::uint32_t>(tag));
+  --in_flight_;
+  if (slot.epoch == epoch_ && active_) {
+    if (result < 0 && g_request_log.allow()) {
+      spdlog::warn("virtio-blk: request {} failed: {} ({} suppressed)", slot.head, std::strerror(static_cast<int>(-result)),
+                   g_request_log.take_suppressed());
+    }
+    finish(slot.head, slot.status, result < 0 ? kStatusIoErr : kStatusOk, result < 0 ? 1 : slot.written);
+    process();  // signals, and takes chains that waited for a slot
+  }
+  if (in_flight_ == 0) transport_->became_idle();
+}
+
+}  // namespace vmm::devices::virtio

@@ -1,0 +1,141 @@
+// virtio-blk (VIRTIO 1.1, 5.2) over a BlockBackend: one request queue;
+// IN, OUT, FLUSH, GET_ID, DISCARD and WRITE_ZEROES.
+//
+// Offered features: VERSION_1, EVENT_IDX, INDIRECT_DESC, SEG_MAX, BLK_SIZE
+// (512), FLUSH; RO for a read-only disk; DISCARD and WRITE_ZEROES (one
+// segment each) when the disk is writable and the backend can do them.
+//
+// A request is header (16 bytes: type, reserved, sector; device-readable),
+// data, status (the last device-writable byte), laid out over descriptors in
+// any way (no framing assumed). What the driver gets back:
+//   * no status byte (nothing writable) or a header short of 16 bytes: the
+//     chain comes back with nothing written (status IOERR where a status
+//     byte exists); logged at a rate limit;
+//   * data in the wrong direction (readable data for IN, writable data for
+//     OUT), a length that is not a multiple of 512, a range past the end of
+//     the disk (overflow-safe), more than kMaxSegments data buffers, a bad
+//     segment count: IOERR;
+//   * OUT, DISCARD or WRITE_ZEROES on a read-only disk: IOERR, nothing
+//     written;
+//   * DISCARD or WRITE_ZEROES not negotiated, unknown segment flags, DISCARD
+//     with the unmap flag, unknown request types: UNSUPP;
+//   * the backend's error: IOERR.
+// A request completes to the driver (status byte, used entry, interrupt)
+// only when the backend reports it complete, and only if no reset came in
+// between: a request that was in flight at a reset is forgotten when it
+// completes (its slot is freed, nothing in guest memory is touched).
+// Completions may arrive in any order; each is handed back by its head.
+//
+// Threading: see devices/virtio/virtio.h. The backend's completions take
+// the transport's lock. Requests in flight are bounded by the queue size
+// and the backend's max_in_flight(); when full, the device stops taking
+// chains and resumes on the next completion.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "devices/virtio/block_backend.h"
+#include "devices/virtio/virtio.h"
+#include "devices/virtio/virtqueue.h"
+
+namespace vmm::devices::virtio {
+
+class VirtioBlock final : public VirtioDevice, private BlockCompletion {
+ public:
+  // Request types and status values (5.2.6).
+  static constexpr std::uint32_t kTypeIn = 0, kTypeOut = 1, kTypeFlush = 4, kTypeGetId = 8, kTypeDiscard = 11,
+                                 kTypeWriteZeroes = 13;
+  static constexpr std::uint8_t kStatusOk = 0, kStatusIoErr = 1, kStatusUnsupported = 2;
+  // Feature bits (5.2.3).
+  static constexpr unsigned kFeatureSegMax = 2, kFeatureReadOnly = 5, kFeatureBlockSize = 6, kFeatureFlush = 9,
+                            kFeatureDiscard = 13, kFeatureWriteZeroes = 14;
+  static constexpr std::uint32_t kSectorSize = 512;
+  static constexpr std::size_t kHeaderSize = 16;
+  static constexpr std::size_t kIdBytes = 20;
+  static constexpr std::size_t kSegmentSize = 16;  // discard / write-zeroes range
+  static constexpr std::uint32_t kSegmentUnmap = 1;
+  static constexpr std::size_t kMaxSegments = 1024;  // data buffers in one request (IOV_MAX)
+  static constexpr std::uint32_t kMaxDiscardSectors = 0x3F'FFFF;  // 2 GiB - 512 in one request
+  static constexpr std::uint32_t kDiscardAlignment = 8;           // sectors (4 KiB)
+  static constexpr std::uint32_t kConfigSize = 60;
+
+  struct Options {
+    std::string serial;               // GET_ID: up to 20 bytes, zero padded
+    std::uint16_t queue_size = 256;   // a power of two
+  };
+
+  // Takes the backend (destroyed first in ~VirtioBlock, which waits for
+  // requests in flight there). Throws vmm::Error on a bad option.
+  VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options);
+  ~VirtioBlock() override;
+  VirtioBlock(const VirtioBlock&) = delete;
+  VirtioBlock& operator=(const VirtioBlock&) = delete;
+
+  BlockBackend& backend() noexcept { return *backend_; }
+  std::uint64_t capacity_sectors() const noexcept { return capacity_; }
+
+  // VirtioDevice.
+  std::uint16_t device_type() const noexcept override { return kDeviceBlock; }
+  std::uint64_t device_features() const noexcept override { return features_; }
+  std::uint16_t queue_count() const noexcept override { return 1; }
+  std::uint16_t max_queue_size() const noexcept override { return queue_size_; }
+  std::uint32_t config_size() const noexcept override { return kConfigSize; }
+  void attach(VirtioTransport& transport, std::mutex& lock) noexcept override;
+  void read_config(std::uint32_t offset, std::span<std::uint8_t> data) noexcept override;
+  void write_config(std::uint32_t offset, std::span<const std::uint8_t> data) noexcept override;
+  void activate(std::uint64_t features, std::span<SplitQueue> queues) noexcept override;
+  void queue_notify(std::uint16_t queue) noexcept override;
+  std::size_t reset() noexcept override;
+  std::size_t in_flight() const noexcept override { return in_flight_; }
+
+ private:
+  struct Slot {
+    bool busy = false;
+    std::uint64_t epoch = 0;
+    std::uint16_t head = 0;
+    std::uint8_t* status = nullptr;  // in guest RAM
+    std::uint32_t written = 0;       // used length on success
+    std::vector<iovec> iov;
+  };
+
+  void complete(std::uint64_t tag, std::int64_t result) noexcept override;
+  void process() noexcept;
+  // Handles one chain: finished at once (status written, used pushed) or
+  // handed to the backend.
+  void handle(const Chain& chain) noexcept;
+  void finish(std::uint16_t head, std::uint8_t* status, std::uint8_t value, std::uint32_t written) noexcept;
+  bool in_range(std::uint64_t sector, std::uint64_t sectors) const noexcept;
+  // Hands `request` (its iovecs already in the last free slot) to the
+  // backend, or finishes it with IOERR when the backend refuses.
+  void submit(BlockRequest request, std::uint16_t head, std::uint8_t* status, std::uint32_t written) noexcept;
+
+  std::unique_ptr<BlockBackend> backend_;
+  const std::uint16_t queue_size_;
+  const std::uint64_t capacity_;  // sectors
+  const std::uint64_t features_;
+  std::array<std::uint8_t, kConfigSize> config_{};
+  std::array<std::uint8_t, kIdBytes> id_{};
+
+  VirtioTransport* transport_ = nullptr;
+  std::mutex* lock_ = nullptr;
+  // Guarded by *lock_.
+  std::span<SplitQueue> queues_;
+  std::uint64_t features_negotiated_ = 0;
+  bool active_ = false;
+  bool broken_ = false;
+  bool signal_pending_ = false;
+  std::uint64_t epoch_ = 0;
+  std::vector<Slot> slots_;
+  std::vector<std::uint32_t> free_slots_;
+  std::size_t in_flight_ = 0;
+  Chain chain_;  // reused
+};
+
+}  // namespace vmm::devices::virtio

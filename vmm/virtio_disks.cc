@@ -1,0 +1,191 @@
+#include "vmm/virtio_disks.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "devices/error.h"
+#include "devices/rate_limit.h"
+#include "devices/virtio/block.h"
+#include "devices/virtio/pci_transport.h"
+#include "vmm/kvm.h"
+#include "vmm/platform.h"
+
+namespace vmm {
+
+namespace {
+
+using devices::virtio::VirtioBlock;
+using devices::virtio::VirtioPciFunction;
+
+// Longer than any healthy request takes; a disk that stalls beyond it is
+// logged, and the reset goes on (the requests are forgotten in any case).
+constexpr std::chrono::seconds kIdleTimeout{30};
+constexpr std::uint32_t kNotifyWidth = 2;  // the driver writes a 16-bit queue index
+
+timers::UniqueFd make_eventfd(const char* what) {
+  timers::UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!fd) throw Error(std::string("virtio disks: cannot create an eventfd for ") + what + ": " + std::strerror(errno));
+  return fd;
+}
+
+void drain_eventfd(int fd) noexcept {
+  std::uint64_t counter = 0;
+  [[maybe_unused]] const ssize_t n = ::read(fd, &counter, sizeof counter);  // EAGAIN: nothing new
+}
+
+}  // namespace
+
+std::vector<OpenDisk> open_disks(const std::vector<DiskConfig>& disks) {
+  if (disks.size() > kMaxDisks) {
+    throw Error("at most " + std::to_string(kMaxDisks) + " disks are supported (" + std::to_string(disks.size()) +
+                " given)");
+  }
+  std::vector<OpenDisk> open;
+  std::vector<std::pair<dev_t, ino_t>> seen;
+  for (const DiskConfig& config : disks) {
+    BlockFile::Options options;
+    options.read_only = config.read_only;
+    OpenDisk disk{config, BlockFile::open(config.path, options)};
+    // The lock is per open file description, so the same image twice in one
+    // VM would not be refused by it; two writers in one guest corrupt just
+    // the same.
+    struct stat st {};
+    if (::stat(config.path.c_str(), &st) == 0) {
+      for (const auto& [dev, ino] : seen) {
+        if (dev == st.st_dev && ino == st.st_ino) throw Error("disk image " + config.path + ": given twice");
+      }
+      seen.emplace_back(st.st_dev, st.st_ino);
+    }
+    static_assert(kMaxDiskSerial == VirtioBlock::kIdBytes);
+    open.push_back(std::move(disk));
+  }
+  return open;
+}
+
+VirtioDisks::VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const KvmVm& vm,
+                         devices::GuestMemory& memory, devices::MsiSink& msi)
+    : vm_(vm) {
+  wake_ = make_eventfd("the I/O thread");
+  unsigned slot = kFirstDiskSlot;
+  for (OpenDisk& open : disks) {
+    auto disk = std::make_unique<Disk>();
+    disk->path = open.config.path;
+    disk->file = open.file.get();
+    VirtioBlock::Options options;
+    options.serial = open.config.serial;
+    disk->block = std::make_unique<VirtioBlock>(std::move(open.file), options);
+    const Platform::PciIntx intx = platform.pci_intx(slot);
+    disk->function = std::make_unique<VirtioPciFunction>(*disk->block, memory, msi, intx.line, intx.gsi);
+    disk->notify = make_eventfd("a queue notification");
+    disk->function->set_bar_observer(this);
+    platform.pci().add(slot, *disk->function);
+    spdlog::info("virtio-blk: {} in PCI slot {} ({} sectors{}, {} I/O)", disk->path, slot,
+                 disk->block->capacity_sectors(), disk->file->read_only() ? ", read-only" : "",
+                 disk->file->direct_io() ? "direct" : "buffered");
+    disks_.push_back(std::move(disk));
+    ++slot;
+  }
+  thread_ = std::thread([this] { serve(); });
+}
+
+VirtioDisks::~VirtioDisks() {
+  stop_thread();
+  for (auto& disk : disks_) {
+    std::lock_guard lock(disk->function->lock());
+    if (disk->notify_address) vm_.set_ioeventfd(disk->notify.get(), *disk->notify_address, kNotifyWidth, false);
+    disk->notify_address.reset();
+  }
+  // Each function goes before its device, each device before its file
+  // (whose destructor waits for the requests still at io_uring).
+  for (auto& disk : disks_) {
+    disk->function.reset();
+    disk->block.reset();
+  }
+}
+
+void VirtioDisks::stop_thread() noexcept {
+  if (!thread_.joinable()) return;
+  stopping_.store(true);
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);
+  thread_.join();
+}
+
+void VirtioDisks::reset() noexcept {
+  for (auto& disk : disks_) disk->function->reset();
+  // The I/O thread keeps reaping completions meanwhile: that is what makes
+  // the functions idle.
+  for (auto& disk : disks_) {
+    if (!disk->function->wait_idle(kIdleTimeout)) {
+      spdlog::error("virtio-blk: {}: requests still in flight {} s after a reset", disk->path,
+                    kIdleTimeout.count());
+    }
+  }
+}
+
+void VirtioDisks::on_bar_changed(devices::pci::PciFunction& function, unsigned bar,
+                                 std::optional<std::uint64_t> address, std::uint64_t) noexcept {
+  if (bar != 0) return;
+  for (auto& disk : disks_) {
+    if (disk->function.get() != &function) continue;
+    // Called with the function's lock held, which is what serializes the
+    // moves of one disk's ioeventfd.
+    if (disk->notify_address) {
+      vm_.set_ioeventfd(disk->notify.get(), *disk->notify_address, kNotifyWidth, false);
+      disk->notify_address.reset();
+    }
+    if (!address) return;
+    const std::uint64_t at = *address + VirtioPciFunction::notify_offset(0);
+    const int r = vm_.set_ioeventfd(disk->notify.get(), at, kNotifyWidth, true);
+    if (r == 0) {
+      disk->notify_address = at;
+    } else {
+      static RateLimit limit;
+      if (limit.allow()) {
+        spdlog::warn("virtio-blk: {}: no ioeventfd at {:#x} ({}); notifications take MMIO exits", disk->path, at,
+                     std::strerror(-r));
+      }
+    }
+    return;
+  }
+}
+
+void VirtioDisks::serve() noexcept {
+  pthread_setname_np(pthread_self(), "virtio-blk");
+  // [0] wake, then per disk: notify, completions.
+  std::vector<pollfd> fds;
+  fds.push_back({wake_.get(), POLLIN, 0});
+  for (auto& disk : disks_) {
+    fds.push_back({disk->notify.get(), POLLIN, 0});
+    fds.push_back({disk->file->completion_fd(), POLLIN, 0});
+  }
+  while (!stopping_.load()) {
+    const int ready = ::poll(fds.data(), fds.size(), -1);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("virtio-blk: poll: {}; disks stop answering", std::strerror(errno));
+      return;
+    }
+    if (fds[0].revents != 0) continue;  // stopping_ says why
+    for (std::size_t i = 0; i < disks_.size(); ++i) {
+      Disk& disk = *disks_[i];
+      // Completions first: they free slots the new requests may need.
+      if (fds[2 + 2 * i].revents != 0) disk.file->process_completions();
+      if (fds[1 + 2 * i].revents != 0) {
+        drain_eventfd(disk.notify.get());
+        disk.function->notify(0);
+      }
+    }
+  }
+}
+
+}  // namespace vmm
