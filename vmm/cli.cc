@@ -65,7 +65,7 @@ std::uint64_t parse_memory_size(std::string_view text) {
 }
 
 Command parse_command_line(const std::vector<std::string>& args) {
-  CLI::App app{"vmm: a KVM virtual machine monitor (split irqchip; PIT, RTC, HPET, IOAPIC, PIC in user space)"};
+  CLI::App app{"vmm: a KVM virtual machine monitor (PIT, RTC, HPET, IOAPIC, PIC and optionally the LAPICs in user space)"};
   app.name("vmm");
   app.footer(kExitStatusHelp);
   app.require_subcommand(1);
@@ -77,6 +77,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
   std::string serial = "stdio";
   bool no_reboot = false;
   bool no_hpet = false;
+  std::string irqchip = "split";
 
   CLI::App* run = app.add_subcommand("run", "Boot a guest kernel (bzImage, or an ELF with a PVH entry note)");
   // Checked after parsing, so that an unknown option is named first.
@@ -88,6 +89,9 @@ Command parse_command_line(const std::vector<std::string>& args) {
   run->add_option("--serial", serial, "COM1 goes to: stdio (default), null, or file:PATH");
   run->add_flag("--no-reboot", no_reboot, "Exit (status 0) when the guest resets instead of rebooting it");
   run->add_flag("--no-hpet", no_hpet, "Leave the HPET (and its ACPI table) out");
+  run->add_option("--irqchip", irqchip,
+                  "Local APICs: split (default; KVM's, with the IOAPIC and PIC here) or userspace (all here)")
+      ->check(CLI::IsMember({"split", "userspace"}));
   run->add_option("--log-level", o.log_level, "trace, debug, info, warn (default), error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   run->add_option("--control", o.control, "Serve the control protocol on this Unix socket path");
@@ -144,6 +148,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
   if (o.cpus == 0) throw UsageError("--cpus must be at least 1");
   o.reboot = !no_reboot;
   o.hpet = !no_hpet;
+  o.userspace_irqchip = irqchip == "userspace";
   if (serial == "stdio") {
     o.serial = SerialKind::stdio;
   } else if (serial == "null") {

@@ -36,6 +36,9 @@ struct RunOptions {
   std::string serial_path;
   bool reboot = true;
   bool hpet = true;
+  // Who models the local APICs: KVM (split: in-kernel LAPICs, user-space
+  // IOAPIC and PIC) or this VMM (userspace: KVM has no irqchip at all).
+  bool userspace_irqchip = false;
   std::string log_level = "warn";
   std::optional<std::string> control;  // control socket path
   std::string kvm_device = "/dev/kvm";

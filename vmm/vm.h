@@ -45,6 +45,7 @@
 #include "vmm/kvm.h"
 #include "vmm/platform.h"
 #include "vmm/vcpu.h"
+#include "vmm/vcpu_lapic.h"
 
 namespace vmm {
 
@@ -60,6 +61,10 @@ struct VmConfig {
   std::chrono::milliseconds graceful_timeout{5000};
   // Boot milestones are timed from here (CLOCK_MONOTONIC ns; 0 = VM creation).
   timers::Nanos process_start = 0;
+  // --irqchip=userspace: KVM gets no irqchip; the local APICs are the
+  // board's (devices/lapic) and each vCPU injects its own interrupts
+  // (vmm/vcpu_lapic.h). Otherwise the split irqchip: KVM's LAPICs.
+  bool userspace_irqchip = false;
 };
 
 // How a run ended, and the process exit status the CLI uses for it. Even
@@ -164,6 +169,8 @@ class Vm final : private VcpuEvents {
   void before_run_vcpu0(KvmVcpu& vcpu) noexcept;
   void follow_vcpu0_cpu() noexcept;
   void inject_pic(KvmVcpu& vcpu) noexcept;
+  // Firmware's LAPIC set-up on vCPU 0 (virtual wire), whoever models it.
+  void setup_boot_lapic();
 
   void start_vcpus();
   void stop_vcpus() noexcept;
@@ -184,15 +191,18 @@ class Vm final : private VcpuEvents {
   const boot::BootFiles files_;
   KvmVm kvm_vm_;
   // The split irqchip must exist before the MSI sink and before any vCPU:
-  // enabling it is part of member initialisation, between the two.
+  // enabling it is part of member initialisation. Without it (user-space
+  // irqchip) there is neither an MSI sink into KVM nor KVM routes.
   bool split_irqchip_ = false;
-  KvmMsiSink msi_;
-  IoapicRoutes routes_;
+  std::optional<KvmMsiSink> msi_;
+  std::optional<IoapicRoutes> routes_;
   devices::NullOutput null_output_;
   std::unique_ptr<Platform> platform_;
   boot::BootImage image_;
   std::vector<std::uint32_t> reset_msrs_;
   std::vector<VcpuSnapshot> power_on_;
+  // User-space irqchip: each vCPU's side of its LAPIC (empty otherwise).
+  std::vector<std::unique_ptr<VcpuLapic>> vcpu_lapics_;
   std::vector<std::unique_ptr<VcpuThread>> vcpus_;
 
   // vCPU 0's CPU, followed by the legacy timers (vCPU 0's thread only).
