@@ -750,12 +750,13 @@ Lapic::Events Lapic::take_events() noexcept {
   return std::exchange(events_, Events{});
 }
 
+bool Lapic::events_pending() const noexcept {
+  std::lock_guard lock(mu_);
+  return events_.init || events_.sipi || events_.nmi || events_.smi;
+}
+
 bool Lapic::pending_wakeup() const noexcept {
-  {
-    std::lock_guard lock(mu_);
-    if (events_.init || events_.sipi || events_.nmi || events_.smi) return true;
-  }
-  return extint_pending() || next_interrupt().has_value();
+  return events_pending() || extint_pending() || next_interrupt().has_value();
 }
 
 // ------------------------------------------------------- routing queries

@@ -244,6 +244,9 @@ class Lapic final : public BusDevice, public TimerDevice {
   Events take_events() noexcept;
   // Something for the vCPU: an event, an ExtINT or a deliverable vector.
   bool pending_wakeup() const noexcept;
+  // An INIT, SIPI, NMI or SMI is latched: what wakes a vCPU that cannot take
+  // interrupts (waiting for a SIPI, or halted with interrupts disabled).
+  bool events_pending() const noexcept;
 
   // ---- delivery into this APIC (ApicBus; any thread) ----
   // Does `destination` (not a shorthand) name this APIC? Never true while

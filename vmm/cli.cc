@@ -97,7 +97,7 @@ DiskConfig parse_disk(std::string_view text) {
 }
 
 Command parse_command_line(const std::vector<std::string>& args) {
-  CLI::App app{"vmm: a KVM virtual machine monitor (split irqchip; PIT, RTC, HPET, IOAPIC, PIC in user space)"};
+  CLI::App app{"vmm: a KVM virtual machine monitor (PIT, RTC, HPET, IOAPIC, PIC and optionally the LAPICs in user space)"};
   app.name("vmm");
   app.footer(kExitStatusHelp);
   app.require_subcommand(1);
@@ -110,6 +110,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
   std::string serial = "stdio";
   bool no_reboot = false;
   bool no_hpet = false;
+  std::string irqchip = "split";
 
   CLI::App* run = app.add_subcommand("run", "Boot a guest kernel (bzImage, or an ELF with a PVH entry note)");
   // Checked after parsing, so that an unknown option is named first.
@@ -126,6 +127,9 @@ Command parse_command_line(const std::vector<std::string>& args) {
   run->add_option("--disk", disks,
                   "A virtio-blk disk: PATH[,readonly][,serial=ID] (up to 20 bytes); repeat for more (up to 8)")
       ->allow_extra_args(false);
+  run->add_option("--irqchip", irqchip,
+                  "Local APICs: split (default; KVM's, with the IOAPIC and PIC here) or userspace (all here)")
+      ->check(CLI::IsMember({"split", "userspace"}));
   run->add_option("--log-level", o.log_level, "trace, debug, info, warn (default), error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   run->add_option("--control", o.control, "Serve the control protocol on this Unix socket path");
@@ -187,6 +191,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
   }
   for (const std::string& disk : disks) o.disks.push_back(parse_disk(disk));
   o.hpet = !no_hpet;
+  o.userspace_irqchip = irqchip == "userspace";
   if (serial == "stdio") {
     o.serial = SerialKind::stdio;
   } else if (serial == "null") {

@@ -38,6 +38,9 @@ struct RunOptions {
   bool reboot = true;
   bool hpet = true;
   bool debug_exit = false;
+  // Who models the local APICs: KVM (split: in-kernel LAPICs, user-space
+  // IOAPIC and PIC) or this VMM (userspace: KVM has no irqchip at all).
+  bool userspace_irqchip = false;
   std::string log_level = "warn";
   std::optional<std::string> control;  // control socket path
   std::string kvm_device = "/dev/kvm";

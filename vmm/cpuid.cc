@@ -18,7 +18,12 @@ constexpr std::uint32_t kLeafAmdSizes = 0x8000'0008;
 constexpr std::uint32_t kLeafAmdCacheTopology = 0x8000'001D;
 constexpr std::uint32_t kLeafAmdExtendedApicId = 0x8000'001E;
 
+constexpr std::uint32_t kEcxX2apic = 1u << 21;
 constexpr std::uint32_t kEcxTscDeadline = 1u << 24;
+// KVM paravirtual features (leaf 0x40000001 EAX) that work without an
+// in-kernel LAPIC: kvmclock (both MSR sets and the stable bit), no I/O
+// delay, steal time.
+constexpr std::uint32_t kKvmFeaturesWithoutKernelLapic = (1u << 0) | (1u << 1) | (1u << 3) | (1u << 5) | (1u << 24);
 constexpr std::uint32_t kEcxHypervisor = 1u << 31;
 constexpr std::uint32_t kEdxHtt = 1u << 28;
 
@@ -92,6 +97,7 @@ std::vector<kvm_cpuid_entry2> vcpu_cpuid(std::span<const kvm_cpuid_entry2> suppo
         e.edx = count > 1 ? (e.edx | kEdxHtt) : (e.edx & ~kEdxHtt);
         e.ecx |= kEcxHypervisor;
         e.ecx = options.tsc_deadline ? (e.ecx | kEcxTscDeadline) : (e.ecx & ~kEcxTscDeadline);
+        if (options.userspace_apic && !options.x2apic) e.ecx &= ~kEcxX2apic;
         break;
       case kLeafCacheParams:
         if (field(e.eax, 0, 5) != 0) {  // cache type 0 = no more caches
@@ -111,6 +117,7 @@ std::vector<kvm_cpuid_entry2> vcpu_cpuid(std::span<const kvm_cpuid_entry2> suppo
       case kLeafKvmFeatures:
         has_kvm_features = true;
         e.edx = 0;
+        if (options.userspace_apic) e.eax &= kKvmFeaturesWithoutKernelLapic;
         break;
       case kLeafAmdSizes:
         if (amd) {

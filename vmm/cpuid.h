@@ -13,8 +13,9 @@
 //                 most 255); EDX.HTT (bit 28) set when there is more than one
 //                 vCPU, telling the guest that field is valid; ECX.hypervisor
 //                 (bit 31) set so guests look for the KVM leaves; ECX.TSC-
-//                 deadline (bit 24) set exactly when the in-kernel LAPIC
-//                 implements it (KVM_CAP_TSC_DEADLINE_TIMER), else cleared.
+//                 deadline (bit 24) set exactly when the LAPIC implements
+//                 it (`tsc_deadline`), else cleared; x2APIC (bit 21)
+//                 cleared when a user-space LAPIC cannot offer it.
 //   leaf 4        (Intel cache topology) EAX[31:26] = addressable core IDs - 1;
 //                 EAX[25:14] = 0 for per-core caches (L1, L2: one thread per
 //                 core), addressable core IDs - 1 for L3 (shared package-wide).
@@ -50,6 +51,13 @@ struct CpuidOptions {
   unsigned vcpu_count = 1;
   // KvmSystem::has_tsc_deadline_timer(): only true with an in-kernel LAPIC.
   bool tsc_deadline = false;
+  // The local APIC is the VMM's (--irqchip=userspace): x2APIC (leaf 1
+  // ECX[21]) only when `x2apic` (its MSRs reach user space), and of the KVM
+  // paravirtual features only those that need no in-kernel LAPIC (the
+  // clocks, steal time, no I/O delay): PV EOI, PV unhalt, PV IPIs, async
+  // page faults and the rest would talk to a LAPIC KVM does not have.
+  bool userspace_apic = false;
+  bool x2apic = true;
 };
 
 // The table for one vCPU. Pure function: no KVM access, unit-testable.

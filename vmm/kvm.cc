@@ -218,6 +218,27 @@ void KvmVm::enable_split_irqchip(unsigned ioapic_pins) {
   ioapic_pins_ = ioapic_pins;
 }
 
+bool KvmVm::route_msrs_to_user_space(std::span<const std::uint32_t> to_user_space) {
+  if (check_extension(KVM_CAP_X86_USER_SPACE_MSR) <= 0 || check_extension(KVM_CAP_X86_MSR_FILTER) <= 0) return false;
+  if (to_user_space.size() > KVM_MSR_FILTER_MAX_RANGES) throw Error("too many MSRs for KVM_X86_SET_MSR_FILTER");
+  const std::uint64_t reasons = KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER;
+  enable_cap(KVM_CAP_X86_USER_SPACE_MSR, std::span(&reasons, 1), "KVM_CAP_X86_USER_SPACE_MSR");
+  // One single-MSR range each, its bit clear: "denied", which with
+  // KVM_MSR_EXIT_REASON_FILTER means "asked of user space". Every other MSR
+  // stays KVM's.
+  std::uint8_t deny = 0;
+  kvm_msr_filter filter{};
+  filter.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
+  for (std::size_t i = 0; i < to_user_space.size(); ++i) {
+    filter.ranges[i].flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;
+    filter.ranges[i].nmsrs = 1;
+    filter.ranges[i].base = to_user_space[i];
+    filter.ranges[i].bitmap = &deny;
+  }
+  if (xioctl(fd_.get(), KVM_X86_SET_MSR_FILTER, &filter) < 0) throw_errno("KVM_X86_SET_MSR_FILTER failed");
+  return true;
+}
+
 int KvmVm::signal_msi(const devices::MsiMessage& message) const noexcept {
   kvm_msi msi{};
   msi.address_lo = static_cast<std::uint32_t>(message.address);

@@ -178,6 +178,14 @@ class KvmVm {
   bool has_split_irqchip() const noexcept { return ioapic_pins_ > 0; }
   unsigned ioapic_pins() const noexcept { return ioapic_pins_; }
 
+  // For the user-space irqchip (no in-kernel LAPIC): every RDMSR/WRMSR KVM
+  // would answer with #GP (among them the whole x2APIC range) and every
+  // access to an MSR of `to_user_space` exits to user space instead
+  // (KVM_CAP_X86_USER_SPACE_MSR, KVM_X86_SET_MSR_FILTER). False, with
+  // nothing changed, when this KVM lacks either; throws when it has them
+  // but refuses.
+  bool route_msrs_to_user_space(std::span<const std::uint32_t> to_user_space);
+
   // KVM_SIGNAL_MSI. Thread-safe. Returns > 0 when delivered, 0 when the
   // guest blocked it (e.g. LAPIC software-disabled), or -errno.
   int signal_msi(const devices::MsiMessage& message) const noexcept;

@@ -49,6 +49,7 @@ int run_vm(const vmm::RunOptions& o) {
   config.boot.cmdline = o.cmdline;
   config.boot.cpus = o.cpus;
   config.boot.hpet = o.hpet;
+  config.userspace_irqchip = o.userspace_irqchip;
   config.memory = o.memory;
   config.reboot = o.reboot;
   config.debug_exit = o.debug_exit;

@@ -8,14 +8,43 @@ namespace vmm {
 namespace acpi = boot::acpi;
 using devices::Bus;
 
-Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, devices::MsiSink& msi,
+std::unique_ptr<devices::ApicBus> Platform::make_apic_bus(timers::CyclicSystem& timers, timers::EventLoop& loop,
+                                                          const PlatformConfig& config, Platform& board) {
+  if (!config.userspace_apics) return nullptr;
+  return std::make_unique<devices::ApicBus>(
+      timers, loop, devices::ApicBus::Config{config.cpus, config.lapic},
+      [&board](unsigned index) {
+        if (board.events_.kick_vcpu) board.events_.kick_vcpu(index);
+      },
+      [&board](std::uint8_t vector) { board.ioapic_.end_of_interrupt(vector); });
+}
+
+namespace {
+
+devices::MsiSink& choose_msi_sink(devices::ApicBus* apics, devices::MsiSink* msi) {
+  if (apics != nullptr) return *apics;
+  if (msi == nullptr) throw Error("platform: the split irqchip needs an MSI sink");
+  return *msi;
+}
+
+}  // namespace
+
+Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, devices::MsiSink* msi,
                    devices::IoApicRouteObserver* routes, const PlatformConfig& config, PlatformEvents events)
     : events_(std::move(events)),
+      apic_bus_(make_apic_bus(timers, timer_loop, config, *this)),
+      msi_(choose_msi_sink(apic_bus_.get(), msi)),
       pic_output_([this](bool asserted) {
-        if (events_.pic_output) events_.pic_output(asserted);
+        // The 8259's INT is the virtual wire into every LINT0; with the
+        // split irqchip the VM injects it into vCPU 0 itself.
+        if (apic_bus_) {
+          apic_bus_->lint0().set_level(asserted);
+        } else if (events_.pic_output) {
+          events_.pic_output(asserted);
+        }
       }),
       // The MADT gives the IOAPIC an ID after the vCPUs' APIC IDs.
-      ioapic_(msi, routes, acpi::io_apic_id(config.cpus)),
+      ioapic_(msi_, routes, acpi::io_apic_id(config.cpus)),
       pic_(pic_output_),
       isa_(pic_, [this](unsigned pin) -> devices::IrqLine& { return ioapic_.pin(pin); }),
       serial_(isa_.line(4), *config.serial_output),
@@ -50,7 +79,7 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
     // keep counting but no longer drive their lines.
     hpet_ = std::make_unique<devices::Hpet>(
         timers, timer_loop, [this](unsigned pin) -> devices::IrqLine& { return ioapic_.pin(pin); }, isa_.line(0),
-        isa_.line(8), msi, [this](bool legacy) {
+        isa_.line(8), msi_, [this](bool legacy) {
           pit_.set_output_enabled(!legacy);
           rtc_.set_output_enabled(!legacy);
         });
@@ -94,9 +123,10 @@ Platform::~Platform() {
   drain_timers();
 }
 
-std::vector<devices::TimerDevice*> Platform::timer_devices() noexcept {
+std::vector<devices::TimerDevice*> Platform::timer_devices(bool with_lapics) noexcept {
   std::vector<devices::TimerDevice*> all{&pit_, &rtc_};
   if (hpet_) all.push_back(hpet_.get());
+  if (with_lapics && apic_bus_) all.push_back(apic_bus_.get());
   return all;
 }
 
@@ -113,7 +143,7 @@ void Platform::resume_timers() noexcept {
 }
 
 void Platform::bind_timers(timers::EventLoop& loop) noexcept {
-  for (auto* device : timer_devices()) device->bind_timers(loop);
+  for (auto* device : timer_devices(/*with_lapics=*/false)) device->bind_timers(loop);
 }
 
 void Platform::reset(timers::EventLoop& timer_loop, timers::Nanos boot_progress_start) noexcept {

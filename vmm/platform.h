@@ -4,9 +4,14 @@
 // routes) and receives the board's requests through PlatformEvents.
 //
 // Interrupts: every ISA IRQ goes to the 8259 pair and to the IOAPIC pin the
-// MADT's override names (IRQ 0 -> GSI 2, else identity); the IOAPIC and the
-// HPET's FSB mode deliver by MSI to the in-kernel LAPICs; the PIC's INT output
-// is injected into vCPU 0 as an ExtINT by the VM.
+// MADT's override names (IRQ 0 -> GSI 2, else identity). With the split
+// irqchip the IOAPIC and the HPET's FSB mode deliver by MSI to the in-kernel
+// LAPICs and the PIC's INT output is injected into vCPU 0 as an ExtINT by
+// the VM. With the user-space irqchip the board also has the local APICs
+// (devices/apic_bus): MSIs go to them, the PIC's INT drives every LINT0 (the
+// virtual wire), their level-triggered EOIs come back to the IOAPIC, and
+// their timers drain, reset and pause with the other device timers. Each
+// LAPIC timer follows its own vCPU's CPU, so bind_timers() leaves them alone.
 //
 //   port 0x20-0x21, 0xA0-0xA1   8259 master/slave      0x4D0-0x4D1  ELCR
 //   port 0x40-0x43, 0x61        8254 PIT, NMI status/control (channel 2 gate)
@@ -39,6 +44,7 @@
 #include <vector>
 
 #include "devices/acpi_pm.h"
+#include "devices/apic_bus.h"
 #include "devices/boot_progress.h"
 #include "devices/bus.h"
 #include "devices/debug_exit.h"
@@ -64,7 +70,10 @@ struct PlatformEvents {
   std::function<void()> poweroff;                  // ACPI S5
   std::function<void(std::uint64_t status)> debug_exit;
   std::function<void()> guest_panic;               // pvpanic
-  std::function<void(bool asserted)> pic_output;   // 8259 INT line
+  std::function<void(bool asserted)> pic_output;   // 8259 INT line (split irqchip)
+  // Something arrived at vCPU `index`'s user-space LAPIC: make it look
+  // (VcpuThread::notify()). Any thread; must not block.
+  std::function<void(unsigned index)> kick_vcpu;
 };
 
 struct PlatformConfig {
@@ -75,13 +84,19 @@ struct PlatformConfig {
   // The debug-exit port at 0xF4 (see VmConfig::debug_exit); absent, its
   // writes go nowhere like any unclaimed port's.
   bool debug_exit = false;
+  // The local APICs are the board's (--irqchip=userspace), with this
+  // configuration (x2APIC, TSC-deadline, the TSC's rate and origin).
+  bool userspace_apics = false;
+  devices::Lapic::Config lapic{};
 };
 
 class Platform {
  public:
   // `timer_loop` is where the PIT, RTC and HPET callouts start (the VM moves
-  // them to vCPU 0's CPU once it runs). Throws vmm::Error on a wiring bug.
-  Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, devices::MsiSink& msi,
+  // them to vCPU 0's CPU once it runs; the LAPIC timers start there too).
+  // `msi` (split irqchip) is where MSIs go; with config.userspace_apics it
+  // is ignored and may be null. Throws vmm::Error on a wiring bug.
+  Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, devices::MsiSink* msi,
            devices::IoApicRouteObserver* routes, const PlatformConfig& config, PlatformEvents events);
   ~Platform();
   Platform(const Platform&) = delete;
@@ -105,6 +120,10 @@ class Platform {
     std::uint8_t gsi;
   };
   PciIntx pci_intx(unsigned slot);
+  // The user-space local APICs; null with the split irqchip.
+  devices::ApicBus* apic_bus() noexcept { return apic_bus_.get(); }
+  // Where MSIs go: KVM's LAPICs (split irqchip) or the APIC bus.
+  devices::MsiSink& msi() noexcept { return msi_; }
 
   // The VM reset and pause sequences, over every device with timers
   // (see devices/timer_device.h for the order and the lock rules).
@@ -134,9 +153,16 @@ class Platform {
     void write(std::uint64_t, std::span<const std::uint8_t>) noexcept override {}
   };
 
-  std::vector<devices::TimerDevice*> timer_devices() noexcept;
+  // Every device with timers; `with_lapics` adds the LAPIC timers, which
+  // follow their vCPUs rather than vCPU 0.
+  std::vector<devices::TimerDevice*> timer_devices(bool with_lapics = true) noexcept;
+  static std::unique_ptr<devices::ApicBus> make_apic_bus(timers::CyclicSystem& timers, timers::EventLoop& loop,
+                                                         const PlatformConfig& config, Platform& board);
 
   PlatformEvents events_;
+  // Before the IOAPIC, which sends its MSIs into it.
+  std::unique_ptr<devices::ApicBus> apic_bus_;
+  devices::MsiSink& msi_;
   CallbackLine pic_output_;
   devices::IoApic ioapic_;
   devices::Pic pic_;

@@ -289,6 +289,7 @@ VcpuStats VcpuThread::stats() const noexcept {
   s.mmio_exits = counters_.mmio_exits.load(std::memory_order_relaxed);
   s.eoi_exits = counters_.eoi_exits.load(std::memory_order_relaxed);
   s.hlt_exits = counters_.hlt_exits.load(std::memory_order_relaxed);
+  s.msr_exits = counters_.msr_exits.load(std::memory_order_relaxed);
   s.intr_exits = counters_.intr_exits.load(std::memory_order_relaxed);
   s.unhandled_io = counters_.unhandled_io.load(std::memory_order_relaxed);
   s.rekicks = counters_.rekicks.load(std::memory_order_relaxed);
@@ -318,11 +319,7 @@ void VcpuThread::thread_main() noexcept {
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      if (outcome == Outcome::park_halted) {
-        // HLT reached user space, so nothing in the kernel will wake this
-        // vCPU (no in-kernel LAPIC). Wait for the owner to pause or stop it.
-        cv_.wait(lock, [this] { return request_ != Request::run; });
-      }
+      if (outcome == Outcome::park_halted || outcome == Outcome::wait_sipi) wait_while_idle(lock, outcome);
       if (io_pending && request_ != Request::run) {
         // Before parking or leaving, let KVM finish that instruction so the
         // registers the owner reads (or saves) are consistent; with
@@ -351,10 +348,24 @@ void VcpuThread::thread_main() noexcept {
       }
     }
 
+    if (io_.interrupts != nullptr) {
+      const VcpuInterrupts::Next next = io_.interrupts->before_run(vcpu_);
+      if (next == VcpuInterrupts::Next::wait_sipi) {
+        outcome = Outcome::wait_sipi;
+        continue;
+      }
+      if (next == VcpuInterrupts::Next::reset) {
+        pending_message_ = "INIT to the bootstrap processor";
+        outcome = Outcome::exit_reset;
+        break;
+      }
+    }
     if (io_.before_run) io_.before_run(vcpu_);
     counters_.runs.fetch_add(1, std::memory_order_relaxed);
     const int r = vcpu_.run();
     timers::race_point(timers::RacePoint::vcpu_exit_before_kick_ack);
+    // KVM fills the run page's CR8 on every return, -EINTR included.
+    if (io_.interrupts != nullptr) io_.interrupts->after_run(vcpu_);
     if (r == -EINTR) {
       counters_.intr_exits.fetch_add(1, std::memory_order_relaxed);
       drain_kick_signal();
@@ -371,10 +382,30 @@ void VcpuThread::thread_main() noexcept {
     }
     const std::uint32_t reason = vcpu_.run_page()->exit_reason;
     outcome = handle_exit();
-    io_pending = reason == KVM_EXIT_IO || reason == KVM_EXIT_MMIO;
+    io_pending = reason == KVM_EXIT_IO || reason == KVM_EXIT_MMIO || reason == KVM_EXIT_X86_RDMSR ||
+                 reason == KVM_EXIT_X86_WRMSR;
     if (outcome != Outcome::resume && outcome != Outcome::park_halted) break;
   }
   finish(outcome);
+}
+
+void VcpuThread::wait_while_idle(std::unique_lock<std::mutex>& lock, Outcome why) noexcept {
+  if (io_.interrupts == nullptr) {
+    // HLT reached user space and nothing in the kernel will wake this vCPU
+    // (no in-kernel LAPIC, no user-space one): only the owner can.
+    cv_.wait(lock, [this] { return request_ != Request::run; });
+    return;
+  }
+  // The interrupt flag as the HLT left it: with interrupts off only an NMI,
+  // INIT or SIPI ends the halt, so a pending interrupt must not wake (and
+  // spin) a `cli; hlt`.
+  VcpuInterrupts::Wait wait = VcpuInterrupts::Wait::sipi;
+  if (why == Outcome::park_halted) {
+    wait = vcpu_.run_page()->if_flag ? VcpuInterrupts::Wait::halted : VcpuInterrupts::Wait::halted_interrupts_off;
+  }
+  // No lost wake-up: whoever makes should_wake() true then calls notify(),
+  // which needs mu_, held here until the wait has begun.
+  cv_.wait(lock, [&] { return request_ != Request::run || io_.interrupts->should_wake(wait); });
 }
 
 void VcpuThread::complete_pending_io() noexcept {
@@ -405,6 +436,7 @@ void VcpuThread::finish(Outcome outcome) noexcept {
       break;
     case Outcome::resume:
     case Outcome::park_halted:
+    case Outcome::wait_sipi:
       break;
   }
   std::lock_guard lock(mu_);
@@ -443,9 +475,12 @@ VcpuThread::Outcome VcpuThread::handle_exit() noexcept {
       drain_kick_signal();
       return Outcome::resume;
     case KVM_EXIT_IRQ_WINDOW_OPEN:
-      // Only requested by a user-space PIC injecting through KVM_INTERRUPT;
-      // harmless to run on.
+      // Requested by whoever injects through KVM_INTERRUPT (the user-space
+      // PIC or LAPIC); the injection happens before the next KVM_RUN.
       return Outcome::resume;
+    case KVM_EXIT_X86_RDMSR:
+    case KVM_EXIT_X86_WRMSR:
+      return handle_msr();
     case KVM_EXIT_SHUTDOWN: {
       pending_message_ = "triple fault (KVM_EXIT_SHUTDOWN)";
       try {
@@ -528,6 +563,11 @@ VcpuThread::Outcome VcpuThread::handle_mmio() noexcept {
                         std::to_string(len));
   }
   std::span<std::uint8_t> data(mmio.data, len);
+  // The APIC page is per vCPU: the same address is a different device on
+  // each one, so it is looked at before the shared bus.
+  if (io_.interrupts != nullptr && io_.interrupts->mmio(mmio.phys_addr, data, mmio.is_write != 0)) {
+    return Outcome::resume;
+  }
   bool ok = false;
   if (io_.mmio != nullptr) {
     ok = mmio.is_write ? io_.mmio->write(mmio.phys_addr, data) : io_.mmio->read(mmio.phys_addr, data);
@@ -541,6 +581,23 @@ VcpuThread::Outcome VcpuThread::handle_mmio() noexcept {
                    mmio.is_write ? "write" : "read", mmio.phys_addr, len,
                    mmio.is_write ? "dropped" : "reads as all ones", g_unclaimed_mmio_log.take_suppressed());
     }
+  }
+  return Outcome::resume;
+}
+
+VcpuThread::Outcome VcpuThread::handle_msr() noexcept {
+  counters_.msr_exits.fetch_add(1, std::memory_order_relaxed);
+  kvm_run* run = vcpu_.run_page();
+  // KVM completes the instruction on the next KVM_RUN: data for RDMSR,
+  // and error != 0 makes it raise #GP instead.
+  if (run->exit_reason == KVM_EXIT_X86_RDMSR) {
+    std::uint64_t value = 0;
+    const bool ok = io_.interrupts != nullptr && io_.interrupts->read_msr(run->msr.index, value);
+    run->msr.data = ok ? value : 0;
+    run->msr.error = ok ? 0 : 1;
+  } else {
+    const bool ok = io_.interrupts != nullptr && io_.interrupts->write_msr(run->msr.index, run->msr.data);
+    run->msr.error = ok ? 0 : 1;
   }
   return Outcome::resume;
 }

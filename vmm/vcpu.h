@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -73,6 +74,35 @@ class VcpuEvents {
   virtual void fatal_error(unsigned vcpu, std::string_view message) noexcept = 0;
 };
 
+// The vCPU side of an interrupt controller KVM does not have
+// (--irqchip=userspace; vmm/vcpu_lapic.h implements it over devices/lapic).
+// Every method runs on the vCPU's own thread.
+class VcpuInterrupts {
+ public:
+  virtual ~VcpuInterrupts() = default;
+  enum class Next : std::uint8_t {
+    run,        // enter the guest
+    wait_sipi,  // an application processor waiting for its start-up IPI
+    reset,      // the boot processor received INIT: the machine resets
+  };
+  // Right before each KVM_RUN, with no lock held: INIT/SIPI/NMI, CR8 and
+  // interrupt injection (or an interrupt-window request).
+  virtual Next before_run(KvmVcpu& vcpu) noexcept = 0;
+  // Right after each KVM_RUN (the guest's CR8 is in the run page).
+  virtual void after_run(KvmVcpu& vcpu) noexcept = 0;
+  // An MMIO exit: true when the address is this vCPU's own (its APIC page)
+  // and the access was handled.
+  virtual bool mmio(std::uint64_t address, std::span<std::uint8_t> data, bool is_write) noexcept = 0;
+  // RDMSR/WRMSR exits sent to user space; false: the guest gets #GP.
+  virtual bool read_msr(std::uint32_t index, std::uint64_t& value) noexcept = 0;
+  virtual bool write_msr(std::uint32_t index, std::uint64_t value) noexcept = 0;
+  enum class Wait : std::uint8_t { halted, halted_interrupts_off, sipi };
+  // Whether a vCPU waiting in `wait` has something to do. Called with the
+  // VcpuThread's lock held: must not block or call into the VcpuThread.
+  // Whoever makes it true calls VcpuThread::notify() afterwards.
+  virtual bool should_wake(Wait wait) const noexcept = 0;
+};
+
 // What a vCPU dispatches its exits to. The buses and the callback must
 // outlive every VcpuThread that uses them.
 struct VcpuIo {
@@ -85,6 +115,9 @@ struct VcpuIo {
   // vCPU 0 uses it to inject the user-space PIC's ExtINT (KVM_INTERRUPT or
   // request_interrupt_window) and to keep the legacy timers on its CPU.
   std::function<void(KvmVcpu& vcpu)> before_run{};
+  // --irqchip=userspace: this vCPU's local APIC side. Null with the split
+  // irqchip. Must outlive the VcpuThread.
+  VcpuInterrupts* interrupts = nullptr;
 };
 
 enum class VcpuState : std::uint8_t { created, running, paused, exited };
@@ -100,6 +133,7 @@ struct VcpuStats {
   std::uint64_t mmio_exits = 0;
   std::uint64_t eoi_exits = 0;
   std::uint64_t hlt_exits = 0;
+  std::uint64_t msr_exits = 0;    // RDMSR/WRMSR sent to user space (user-space irqchip)
   std::uint64_t intr_exits = 0;   // KVM_RUN returned -EINTR
   std::uint64_t unhandled_io = 0; // port or MMIO accesses no device claimed
   std::uint64_t rekicks = 0;      // kicks repeated because a wait timed out (expected: 0)
@@ -158,7 +192,7 @@ class VcpuThread {
 
  private:
   enum class Request : std::uint8_t { run, pause, stop };
-  enum class Outcome : std::uint8_t { resume, park_halted, exit_reset, exit_poweroff, exit_fatal };
+  enum class Outcome : std::uint8_t { resume, park_halted, wait_sipi, exit_reset, exit_poweroff, exit_fatal };
 
   void thread_main() noexcept;
   bool on_own_thread() const noexcept;
@@ -179,6 +213,10 @@ class VcpuThread {
   Outcome handle_io() noexcept;
   Outcome handle_mmio() noexcept;
   Outcome handle_system_event() noexcept;
+  Outcome handle_msr() noexcept;
+  // Until the owner pauses or stops the vCPU, or (user-space irqchip) its
+  // APIC has something for it. mu_ held by `lock`.
+  void wait_while_idle(std::unique_lock<std::mutex>& lock, Outcome why) noexcept;
   Outcome report_fatal(std::string message) noexcept;
   void finish(Outcome outcome) noexcept;
 
@@ -203,8 +241,8 @@ class VcpuThread {
   std::string pending_message_;  // fatal/reset reason built on the vCPU thread
 
   struct Counters {
-    std::atomic<std::uint64_t> runs{0}, io_exits{0}, mmio_exits{0}, eoi_exits{0}, hlt_exits{0}, intr_exits{0},
-        unhandled_io{0}, rekicks{0};
+    std::atomic<std::uint64_t> runs{0}, io_exits{0}, mmio_exits{0}, eoi_exits{0}, hlt_exits{0}, msr_exits{0},
+        intr_exits{0}, unhandled_io{0}, rekicks{0};
   } counters_;
 };
 

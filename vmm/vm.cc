@@ -16,6 +16,9 @@ namespace {
 
 timers::Nanos now_ns() { return timers::MonotonicClock::instance().now(); }
 
+constexpr std::uint32_t kMsrKvmPvEoi = 0x4B564D04;
+constexpr std::uint32_t kMsrKvmAsyncPfInt = 0x4B564D06;
+
 std::uint64_t host_ram_bytes() {
   struct sysinfo info {};
   if (::sysinfo(&info) != 0) return 0;
@@ -74,12 +77,46 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
       memory_(std::move(guest.memory)),
       files_(std::move(guest.files)),
       kvm_vm_(kvm),
-      split_irqchip_((kvm_vm_.enable_split_irqchip(24), true)),
-      msi_(kvm_vm_),
-      routes_(kvm_vm_) {
+      split_irqchip_(!config.userspace_irqchip && (kvm_vm_.enable_split_irqchip(24), true)) {
+  if (split_irqchip_) {
+    msi_.emplace(kvm_vm_);
+    routes_.emplace(kvm_vm_);
+  }
   const unsigned cpus = config.boot.cpus;
   kvm.check_vcpu_count(cpus);
   kvm_vm_.set_memory(memory_);
+
+  // With our own LAPIC, x2APIC and TSC-deadline are offered only when their
+  // MSRs reach us: the x2APIC range through KVM's "would fault" exits,
+  // IA32_APIC_BASE and IA32_TSC_DEADLINE (which KVM would swallow without
+  // an in-kernel LAPIC) through its MSR filter.
+  bool apic_msrs = false;
+  if (config.userspace_irqchip) {
+    const std::uint32_t filtered[] = {devices::Lapic::kMsrApicBase, devices::Lapic::kMsrTscDeadline};
+    apic_msrs = kvm_vm_.route_msrs_to_user_space(filtered);
+    if (!apic_msrs) spdlog::info("vm: KVM cannot send MSR accesses to user space: no x2APIC, no TSC-deadline timer");
+  }
+
+  std::vector<KvmVcpu> created;
+  for (unsigned i = 0; i < cpus; ++i) {
+    KvmVcpu vcpu = kvm_vm_.create_vcpu(i);
+    vcpu.set_cpuid(vcpu_cpuid(
+        kvm.supported_cpuid(),
+        CpuidOptions{.vcpu_index = i, .vcpu_count = cpus,
+                     .tsc_deadline = config.userspace_irqchip ? apic_msrs : kvm.has_tsc_deadline_timer(),
+                     .userspace_apic = config.userspace_irqchip, .x2apic = apic_msrs}));
+    if (i == 0) {
+      reset_msrs_ = reset_msr_indices(kvm, vcpu);
+      if (config.userspace_irqchip) {
+        // Without an in-kernel LAPIC KVM refuses to set the PV EOI and
+        // async-PF interrupt MSRs (even to 0), and the guest is not offered
+        // either.
+        std::erase_if(reset_msrs_, [](std::uint32_t msr) { return msr == kMsrKvmPvEoi || msr == kMsrKvmAsyncPfInt; });
+      }
+    }
+    power_on_.push_back(vcpu.snapshot(reset_msrs_));
+    created.push_back(std::move(vcpu));
+  }
 
   timer_loop_.store(&timers_.loop_for_current_cpu());
   PlatformConfig platform_config;
@@ -88,8 +125,15 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
   platform_config.debug_exit = config.debug_exit;
   platform_config.serial_output = config.serial_output ? config.serial_output : &null_output_;
   platform_config.boot_progress_start = config.process_start != 0 ? config.process_start : now_ns();
+  if (config.userspace_irqchip) {
+    platform_config.userspace_apics = true;
+    platform_config.lapic.x2apic = apic_msrs;
+    platform_config.lapic.tsc_deadline = apic_msrs;
+    // KVM keeps the vCPUs' TSCs in step, so vCPU 0's serves them all.
+    platform_config.lapic.timer = VcpuLapic::tsc_timer_config(created.front(), timers_.clock());
+  }
   platform_ = std::make_unique<Platform>(
-      timers_, *timer_loop_.load(), msi_, &routes_, platform_config,
+      timers_, *timer_loop_.load(), msi_ ? &*msi_ : nullptr, routes_ ? &*routes_ : nullptr, platform_config,
       PlatformEvents{
           [this](const char* source) { post(Request::reset, 0, source); },
           [this] { post(Request::poweroff, 0, "ACPI S5"); },
@@ -100,32 +144,42 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
             // guest; make it leave KVM_RUN (a halted vCPU 0 would not).
             if (asserted && !vcpus_.empty()) vcpus_[0]->notify();
           },
+          [this](unsigned index) {
+            if (index < vcpus_.size()) vcpus_[index]->notify();
+          },
       });
   platform_->ioapic().publish_all_routes();
   if (!guest.disks.empty()) {
-    disks_ = std::make_unique<VirtioDisks>(std::move(guest.disks), *platform_, kvm_vm_, memory_, msi_);
+    disks_ = std::make_unique<VirtioDisks>(std::move(guest.disks), *platform_, kvm_vm_, memory_, platform_->msi());
   }
 
   image_ = std::move(guest.image);
   spdlog::info("vm: {}", boot::describe(image_));
 
   for (unsigned i = 0; i < cpus; ++i) {
-    KvmVcpu vcpu = kvm_vm_.create_vcpu(i);
-    vcpu.set_cpuid(vcpu_cpuid(kvm.supported_cpuid(),
-                              CpuidOptions{.vcpu_index = i, .vcpu_count = cpus,
-                                           .tsc_deadline = kvm.has_tsc_deadline_timer()}));
-    if (i == 0) reset_msrs_ = reset_msr_indices(kvm, vcpu);
-    power_on_.push_back(vcpu.snapshot(reset_msrs_));
     VcpuIo io;
     io.pio = &platform_->pio();
     io.mmio = &platform_->mmio();
     io.ioapic_eoi = [this](unsigned, std::uint8_t vector) { platform_->ioapic().end_of_interrupt(vector); };
     if (i == 0) io.before_run = [this](KvmVcpu& v) { before_run_vcpu0(v); };
+    if (devices::ApicBus* apics = platform_->apic_bus()) {
+      vcpu_lapics_.push_back(std::make_unique<VcpuLapic>(apics->lapic(i), timers_, power_on_[i],
+                                                         [this] { return platform_->pic().acknowledge(); }));
+      io.interrupts = vcpu_lapics_.back().get();
+    }
     VcpuEvents& events = *this;  // private base: convert here, where it is accessible
-    vcpus_.push_back(std::make_unique<VcpuThread>(std::move(vcpu), std::move(io), events));
+    vcpus_.push_back(std::make_unique<VcpuThread>(std::move(created[i]), std::move(io), events));
   }
   apply_entry_state(vcpus_[0]->vcpu(), image_.entry);
-  vcpus_[0]->vcpu().setup_boot_lapic();
+  setup_boot_lapic();
+}
+
+void Vm::setup_boot_lapic() {
+  if (devices::ApicBus* apics = platform_->apic_bus()) {
+    apics->lapic(0).setup_virtual_wire();
+  } else {
+    vcpus_[0]->vcpu().setup_boot_lapic();
+  }
 }
 
 Vm::~Vm() {
@@ -213,7 +267,9 @@ void Vm::set_state(VmState state) noexcept {
 
 void Vm::before_run_vcpu0(KvmVcpu& vcpu) noexcept {
   follow_vcpu0_cpu();
-  inject_pic(vcpu);
+  // With the user-space irqchip the PIC reaches vCPU 0 through its LAPIC's
+  // LINT0, which VcpuLapic injects.
+  if (split_irqchip_) inject_pic(vcpu);
 }
 
 void Vm::follow_vcpu0_cpu() noexcept {
@@ -368,12 +424,13 @@ void Vm::do_reset() {
 
   memory_.discard();
   image_ = boot::load(memory_, config_.boot, files_);
-  routes_.clear();
+  if (routes_) routes_->clear();
   const timers::Nanos now = now_ns();
-  platform_->reset(*timer_loop_.load(), now);  // also republishes every IOAPIC route
+  platform_->reset(*timer_loop_.load(), now);  // also republishes every IOAPIC route, resets the LAPICs
   for (std::size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->vcpu().restore(power_on_[i]);
+  for (auto& lapic : vcpu_lapics_) lapic->reset();
   apply_entry_state(vcpus_[0]->vcpu(), image_.entry);
-  vcpus_[0]->vcpu().setup_boot_lapic();
+  setup_boot_lapic();
 
   {
     std::lock_guard lock(mu_);

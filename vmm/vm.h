@@ -46,6 +46,7 @@
 #include "vmm/platform.h"
 #include "vmm/vcpu.h"
 #include "vmm/virtio_disks.h"
+#include "vmm/vcpu_lapic.h"
 
 namespace vmm {
 
@@ -68,6 +69,10 @@ struct VmConfig {
   bool debug_exit = false;
   // virtio-blk disks, in PCI slot order (see vmm/virtio_disks.h).
   std::vector<DiskConfig> disks;
+  // --irqchip=userspace: KVM gets no irqchip; the local APICs are the
+  // board's (devices/lapic) and each vCPU injects its own interrupts
+  // (vmm/vcpu_lapic.h). Otherwise the split irqchip: KVM's LAPICs.
+  bool userspace_irqchip = false;
 };
 
 // How a run ended, and the process exit status the CLI uses for it. Even
@@ -173,6 +178,8 @@ class Vm final : private VcpuEvents {
   void before_run_vcpu0(KvmVcpu& vcpu) noexcept;
   void follow_vcpu0_cpu() noexcept;
   void inject_pic(KvmVcpu& vcpu) noexcept;
+  // Firmware's LAPIC set-up on vCPU 0 (virtual wire), whoever models it.
+  void setup_boot_lapic();
 
   void start_vcpus();
   void stop_vcpus() noexcept;
@@ -193,10 +200,11 @@ class Vm final : private VcpuEvents {
   const boot::BootFiles files_;
   KvmVm kvm_vm_;
   // The split irqchip must exist before the MSI sink and before any vCPU:
-  // enabling it is part of member initialisation, between the two.
+  // enabling it is part of member initialisation. Without it (user-space
+  // irqchip) there is neither an MSI sink into KVM nor KVM routes.
   bool split_irqchip_ = false;
-  KvmMsiSink msi_;
-  IoapicRoutes routes_;
+  std::optional<KvmMsiSink> msi_;
+  std::optional<IoapicRoutes> routes_;
   devices::NullOutput null_output_;
   std::unique_ptr<Platform> platform_;
   // After the platform: the disks' interrupts go through it, so they stop
@@ -205,6 +213,8 @@ class Vm final : private VcpuEvents {
   boot::BootImage image_;
   std::vector<std::uint32_t> reset_msrs_;
   std::vector<VcpuSnapshot> power_on_;
+  // User-space irqchip: each vCPU's side of its LAPIC (empty otherwise).
+  std::vector<std::unique_ptr<VcpuLapic>> vcpu_lapics_;
   std::vector<std::unique_ptr<VcpuThread>> vcpus_;
 
   // vCPU 0's CPU, followed by the legacy timers (vCPU 0's thread only).

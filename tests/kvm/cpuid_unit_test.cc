@@ -174,6 +174,33 @@ TEST(CpuidTransform, KvmLeaves) {
   EXPECT_EQ(features.edx, 0u) << "no 'dedicated host CPU' hint";
 }
 
+// --irqchip=userspace: what the guest is told must be what the VMM's own
+// LAPIC gives it, not what KVM's would.
+TEST(CpuidTransform, UserspaceApicWithoutX2apicMsrsHidesX2apic) {
+  const auto t = vcpu_cpuid(intel_supported(), {.vcpu_index = 0, .vcpu_count = 2, .tsc_deadline = false,
+                                                .userspace_apic = true, .x2apic = false});
+  EXPECT_EQ(get(t, 1).ecx & (1u << 21), 0u) << "x2APIC hidden";
+  EXPECT_EQ(get(t, 1).ecx & (1u << 24), 0u) << "TSC-deadline hidden";
+}
+
+TEST(CpuidTransform, UserspaceApicWithItsMsrsOffersX2apicAndTscDeadline) {
+  const auto t = vcpu_cpuid(intel_supported(), {.vcpu_index = 0, .vcpu_count = 2, .tsc_deadline = true,
+                                                .userspace_apic = true, .x2apic = true});
+  EXPECT_NE(get(t, 1).ecx & (1u << 21), 0u);
+  EXPECT_NE(get(t, 1).ecx & (1u << 24), 0u);
+}
+
+TEST(CpuidTransform, UserspaceApicKeepsOnlyPvFeaturesThatNeedNoKernelLapic) {
+  const auto t = vcpu_cpuid(intel_supported(), {.vcpu_index = 0, .vcpu_count = 2, .tsc_deadline = true,
+                                                .userspace_apic = true});
+  // Supported 0x01007afb: clocksource, nop io delay, clocksource2, async
+  // PF (4), steal time, PV EOI (6), PV unhalt (7), PV TLB flush (9), async
+  // PF vmexit (10), PV IPI (11), poll control (12), stable bit (24).
+  EXPECT_EQ(get(t, 0x40000001).eax, 0x0100002bu);
+  const auto split = vcpu_cpuid(intel_supported(), {.vcpu_index = 0, .vcpu_count = 2, .tsc_deadline = true});
+  EXPECT_EQ(get(split, 0x40000001).eax, 0x01007afbu) << "the split irqchip keeps them all";
+}
+
 TEST(CpuidTransform, KvmLeavesAddedWhenMissing) {
   auto supported = intel_supported();
   std::erase_if(supported, [](const kvm_cpuid_entry2& e) { return e.function >= 0x40000000 && e.function < 0x40000100; });

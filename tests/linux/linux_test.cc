@@ -163,7 +163,9 @@ class LinuxLifecycle : public ::testing::TestWithParam<KernelFormat> {};
 // NVRAM, which survives a reboot, and powers off after the fourth.
 TEST_P(LinuxLifecycle, EveryRebootMethodRestartsTheGuestInTheSameProcess) {
   VMM_REQUIRE_LINUX_GUEST();
-  const LinuxRun run = boot_linux(GetParam(), 2, "vmm.reboots=4 vmm.reboot_methods=kbd,triple,acpi,pci");
+  // Five boots: generous, since a loaded lab slows each one several times over.
+  const LinuxRun run =
+      boot_linux(GetParam(), 2, "vmm.reboots=4 vmm.reboot_methods=kbd,triple,acpi,pci", {}, std::chrono::seconds(540));
   ASSERT_EQ(run.process.exit_status, 0) << run.transcript();
   EXPECT_EQ(run.count("vmm-initramfs: ready"), 5u) << run.transcript();
   std::vector<std::string> methods;

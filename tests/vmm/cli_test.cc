@@ -34,6 +34,13 @@ TEST(CliTest, Defaults) {
   EXPECT_TRUE(c.run.reboot);
   EXPECT_TRUE(c.run.hpet);
   EXPECT_EQ(c.run.kvm_device, "/dev/kvm");
+  EXPECT_FALSE(c.run.userspace_irqchip);
+}
+
+TEST(CliTest, IrqchipModes) {
+  EXPECT_FALSE(parse_command_line({"run", "--kernel", "k", "--irqchip", "split"}).run.userspace_irqchip);
+  EXPECT_TRUE(parse_command_line({"run", "--kernel", "k", "--irqchip", "userspace"}).run.userspace_irqchip);
+  EXPECT_THROW(parse_command_line({"run", "--kernel", "k", "--irqchip", "kernel"}), UsageError);
 }
 
 TEST(CliTest, MemorySizes) {

@@ -27,7 +27,7 @@ std::vector<std::uint64_t> write_debug_exit(bool enabled, std::uint32_t value, b
   std::vector<std::uint64_t> exits;
   PlatformEvents events;
   events.debug_exit = [&](std::uint64_t status) { exits.push_back(status); };
-  Platform platform(timers, timers.loop_for_current_cpu(), msi, nullptr, config, events);
+  Platform platform(timers, timers.loop_for_current_cpu(), &msi, nullptr, config, events);
   std::array<std::uint8_t, 4> bytes{};
   devices::store_le(bytes, value);
   *claimed = platform.pio().write(devices::DebugExit::kPort, bytes);

@@ -35,8 +35,9 @@ class KickSignalEnvironment : public ::testing::Environment {
 };
 const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new KickSignalEnvironment);
 
-VmConfig config_for(const std::string& cmdline, unsigned cpus = 1) {
+VmConfig config_for(const std::string& cmdline, unsigned cpus = 1, bool userspace_irqchip = false) {
   VmConfig config;
+  config.userspace_irqchip = userspace_irqchip;
   config.boot.kernel = test_guest();
   config.boot.cmdline = cmdline;
   config.boot.cpus = cpus;
@@ -123,11 +124,10 @@ TEST(VmInProcess, ResetsRaisedTogetherMakeOneReboot) {
   EXPECT_EQ(outcome.reboots, 19u) << "20 boots are 19 reboots; more means a reset was not coalesced";
 }
 
-TEST(VmInProcess, HostResetRequestsWhileTheGuestRebootsItself) {
-  VMM_REQUIRE_KVM();
+void host_reset_storm(bool userspace_irqchip) {
   KvmSystem kvm;
   timers::CyclicSystem timers;
-  Vm vm(config_for("test=reboot count=65535"), kvm, timers);
+  Vm vm(config_for("test=reboot count=65535", 1, userspace_irqchip), kvm, timers);
   Running outcome(vm);
   std::mt19937 rng(3);
   int accepted = 0;
@@ -146,11 +146,22 @@ TEST(VmInProcess, HostResetRequestsWhileTheGuestRebootsItself) {
   EXPECT_EQ(outcome.get().end, VmEnd::stopped);
 }
 
-TEST(VmInProcess, RequestsThatMakeNoSenseAreRefusedWithAReason) {
+TEST(VmInProcess, HostResetRequestsWhileTheGuestRebootsItself) {
   VMM_REQUIRE_KVM();
+  host_reset_storm(false);
+}
+
+// The LAPICs and their timers are ours: each host reset drains and resets
+// them with the other device timers while the guest re-arms them.
+TEST(VmInProcessUserspaceIrqchip, HostResetRequestsWhileTheGuestRebootsItself) {
+  VMM_REQUIRE_KVM();
+  host_reset_storm(true);
+}
+
+void refuses_senseless_requests(bool userspace_irqchip) {
   KvmSystem kvm;
   timers::CyclicSystem timers;
-  Vm vm(config_for("test=reboot count=65535"), kvm, timers);
+  Vm vm(config_for("test=reboot count=65535", 1, userspace_irqchip), kvm, timers);
   std::string why;
   EXPECT_FALSE(vm.resume(&why));
   EXPECT_FALSE(why.empty());
@@ -190,15 +201,25 @@ TEST(VmInProcess, ResetWhilePausedRestartsEveryTimer) {
   EXPECT_EQ(outcome.exit_status, kGuestOk) << "the rebooted guest's timers did not all fire: " << outcome.message;
 }
 
-TEST(VmInProcess, CreateRunForceStopDestroyLeaksNothing) {
+TEST(VmInProcess, RequestsThatMakeNoSenseAreRefusedWithAReason) {
   VMM_REQUIRE_KVM();
+  refuses_senseless_requests(false);
+}
+
+// Pause stops the LAPIC timers with the others; a paused guest must not run.
+TEST(VmInProcessUserspaceIrqchip, RequestsThatMakeNoSenseAreRefusedWithAReason) {
+  VMM_REQUIRE_KVM();
+  refuses_senseless_requests(true);
+}
+
+void create_run_force_stop_destroy(bool userspace_irqchip) {
   KvmSystem kvm;
   timers::CyclicSystem timers;
   auto count = [](const char* dir) {
     return std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator{});
   };
   auto cycle = [&](int i) {
-    Vm vm(config_for("test=reboot count=65535"), kvm, timers);
+    Vm vm(config_for("test=reboot count=65535", 1, userspace_irqchip), kvm, timers);
     Running outcome(vm);
     std::this_thread::sleep_for(std::chrono::milliseconds(i % 7 * 3));  // mid-boot, mid-reset, mid-timer
     vm.force_stop();
@@ -211,6 +232,18 @@ TEST(VmInProcess, CreateRunForceStopDestroyLeaksNothing) {
   EXPECT_EQ(count("/proc/self/fd"), fds);
   EXPECT_EQ(count("/proc/self/task"), tasks);
   EXPECT_EQ(timers.live_count(), 0u) << "cyclics left behind by destroyed VMs";
+}
+
+TEST(VmInProcess, CreateRunForceStopDestroyLeaksNothing) {
+  VMM_REQUIRE_KVM();
+  create_run_force_stop_destroy(false);
+}
+
+// Force stops land mid-boot, mid-reset and mid-LAPIC-timer; every LAPIC
+// timer's cyclic goes with its VM.
+TEST(VmInProcessUserspaceIrqchip, CreateRunForceStopDestroyLeaksNothing) {
+  VMM_REQUIRE_KVM();
+  create_run_force_stop_destroy(true);
 }
 
 }  // namespace
