@@ -452,8 +452,10 @@ TEST_F(ControlTest, IdleClientsAreClosedAndTheirSlotsServeOthers) {
   server_.reset();
   server_.emplace(socket_path(), *vm_, kIdle);
   std::vector<std::unique_ptr<RawClient>> idle;
-  ASSERT_NO_FATAL_FAILURE(fill_every_slot(idle));
+  // Before the first connection: each client's idle time counts from its
+  // own connection, so this is the earliest any of them may be closed from.
   const auto quiet_since = std::chrono::steady_clock::now();
+  ASSERT_NO_FATAL_FAILURE(fill_every_slot(idle));
   for (auto& client : idle) {
     const auto reply = client->line();
     ASSERT_TRUE(reply.has_value()) << "an idle client was left open";
