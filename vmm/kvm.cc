@@ -407,6 +407,21 @@ void KvmVcpu::set_msrs(std::span<const kvm_msr_entry> msrs) {
   }
 }
 
+void KvmVcpu::reload_tsc_offset() {
+  std::uint64_t offset = 0;
+  kvm_device_attr attr{};
+  attr.group = KVM_VCPU_TSC_CTRL;
+  attr.attr = KVM_VCPU_TSC_OFFSET;
+  attr.addr = reinterpret_cast<std::uint64_t>(&offset);
+  if (xioctl(fd_.get(), KVM_HAS_DEVICE_ATTR, &attr) == 0) {
+    if (xioctl(fd_.get(), KVM_GET_DEVICE_ATTR, &attr) < 0) throw_vcpu_errno(index_, "KVM_GET_DEVICE_ATTR (TSC offset) failed");
+    if (xioctl(fd_.get(), KVM_SET_DEVICE_ATTR, &attr) < 0) throw_vcpu_errno(index_, "KVM_SET_DEVICE_ATTR (TSC offset) failed");
+    return;
+  }
+  constexpr std::uint32_t kMsrTsc = 0x10;
+  set_msrs(msrs(std::span(&kMsrTsc, 1)));
+}
+
 void KvmVcpu::set_cpuid(std::span<const kvm_cpuid_entry2> entries) {
   detail::FlexBuffer<detail::Cpuid2Header, kvm_cpuid_entry2> buffer(entries.size());
   buffer->nent = static_cast<std::uint32_t>(entries.size());

@@ -280,6 +280,17 @@ class KvmVcpu {
   // KVM_SET_SIGNAL_MASK: the signal mask in force while inside KVM_RUN.
   void set_signal_mask(const sigset_t& mask);
 
+  // Writes this vCPU's TSC offset back into the hardware's control block,
+  // unchanged. Needed after a triple fault on AMD: KVM's SVM code wipes the
+  // VMCB on a SHUTDOWN intercept and its re-initialisation leaves the TSC
+  // offset at 0, so the vCPU reads the host's raw TSC (days ahead on a
+  // long-running host) while KVM keeps computing kvmclock and the
+  // TSC-deadline timer from the offset it believes in: the rebooted guest's
+  // clock leaps and its timers fire days late. Uses KVM_VCPU_TSC_OFFSET
+  // (Linux 5.16+); older kernels get the TSC written back as a host write,
+  // which KVM treats as a synchronisation with the other vCPUs.
+  void reload_tsc_offset();
+
   // `msr_indices`: which MSRs to include (see reset_msr_indices()).
   VcpuSnapshot snapshot(std::span<const std::uint32_t> msr_indices) const;
   void restore(const VcpuSnapshot& snapshot);

@@ -488,6 +488,13 @@ VcpuThread::Outcome VcpuThread::handle_exit() noexcept {
       } catch (const Error&) {
       }
       vcpu_.dump_registers_debug();
+      // KVM has already put this vCPU through INIT; on AMD that lost its
+      // TSC offset (see KvmVcpu::reload_tsc_offset()).
+      try {
+        vcpu_.reload_tsc_offset();
+      } catch (const Error& e) {
+        spdlog::warn("vcpu {}: the TSC offset could not be restored after the triple fault: {}", vcpu_.index(), e.what());
+      }
       return Outcome::exit_reset;
     }
     case KVM_EXIT_SYSTEM_EVENT:

@@ -187,6 +187,55 @@ static void clear_marker(void)
     cmos_write(NVRAM_MAGIC, 0);
 }
 
+/*
+ * A TSC deadline 1 ms ahead must fire promptly in every boot: the TSC this
+ * vCPU reads and the one KVM counts its deadline against must be the same.
+ * After a triple fault on an AMD host they were not (KVM's SVM code wiped
+ * the control block and left its TSC offset at 0 until the VMM put it back),
+ * and every deadline of the next boot landed as late as the host had been up
+ * when the VM was created. Polled with interrupts open: the LAPIC timer is
+ * what is checked, so it cannot also be what wakes us.
+ */
+#define VEC_DEADLINE_CHECK 0xe4
+#define DEADLINE_AHEAD_US 1000
+#define DEADLINE_PATIENCE_US 2000000
+
+static volatile uint64_t deadline_fired_tsc;
+
+static void deadline_check_irq(unsigned v, uint64_t tsc)
+{
+    (void)v;
+    deadline_fired_tsc = tsc;
+    lapic_eoi();
+}
+
+static void check_tsc_deadline(uint32_t boot)
+{
+    if (!plat.have_tsc_deadline)
+        return;
+    irq_set_handler(VEC_DEADLINE_CHECK, deadline_check_irq);
+    deadline_fired_tsc = 0;
+    lapic_timer_tsc_deadline_mode(VEC_DEADLINE_CHECK);
+    const uint64_t armed = rdtsc();
+    lapic_timer_set_deadline(armed + us_to_tsc(DEADLINE_AHEAD_US));
+    const uint64_t give_up = armed + us_to_tsc(DEADLINE_PATIENCE_US);
+    sti();
+    while (!deadline_fired_tsc && rdtsc() < give_up)
+        cpu_relax();
+    cli();
+    lapic_timer_stop();
+    irq_drain_pending();
+    if (!deadline_fired_tsc) {
+        clear_marker();
+        fail(EXIT_FAIL,
+             "testguest: reboot FAILED: boot %u: a TSC deadline %u us ahead had not fired after %u ms "
+             "(the vCPU's TSC is not the one its timer counts)\n",
+             boot, DEADLINE_AHEAD_US, DEADLINE_PATIENCE_US / 1000);
+    }
+    kprintf("testguest: reboot: boot %u: a TSC deadline %u us ahead fired after %ld us\n", boot,
+            DEADLINE_AHEAD_US, (long)tsc_to_us((int64_t)(deadline_fired_tsc - armed)));
+}
+
 uint32_t scenario_reboot(void)
 {
     if (!platform_init("reboot"))
@@ -209,6 +258,7 @@ uint32_t scenario_reboot(void)
         fail(EXIT_FAIL, "testguest: reboot FAILED: CMOS says boot %u of %u\n", boots, target);
     }
     kprintf("testguest: reboot: boot %u of %u\n", boots, target);
+    check_tsc_deadline(boots);
     if (boots == target) {
         clear_marker();
         kprintf("testguest: reboot ok boots=%u\n", boots);
