@@ -12,7 +12,10 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -47,6 +50,32 @@ inline int spawn_with_default_signals(const std::vector<std::string>& argv, cons
   const int rc = ::posix_spawn(pid, args[0], actions, &attr, args.data(), environ);
   posix_spawnattr_destroy(&attr);
   return rc;
+}
+
+// What each thread of a live process is doing, from /proc: its name, the
+// kernel function it sleeps in, its system call (number and first
+// arguments) and its kernel stack where readable. Taken before a hung child
+// is killed, it tells a VMM waiting on itself (futexes) from vCPUs that sit
+// in KVM_RUN with a guest that no longer runs.
+inline std::string describe_threads(pid_t pid) {
+  std::ostringstream out;
+  const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+    const auto read = [&](const char* name) {
+      std::ifstream in(task.path() / name);
+      std::ostringstream content;
+      if (in) content << in.rdbuf();
+      std::string text = content.str();
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      return text;
+    };
+    out << "thread " << task.path().filename().string() << " " << read("comm") << ": wchan " << read("wchan")
+        << ", syscall " << read("syscall").substr(0, 40) << "\n";
+    const std::string stack = read("stack");
+    if (!stack.empty()) out << stack << "\n";
+  }
+  return out.str();
 }
 
 // `started`, when given, is told the child's pid as soon as it exists (so a
@@ -94,6 +123,7 @@ inline ProcessResult run_process(const std::vector<std::string>& argv,
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       result.timed_out = true;
+      result.err += "\n--- timed out; the process's threads:\n" + describe_threads(pid);
       ::kill(pid, SIGKILL);
       break;
     }
