@@ -144,10 +144,15 @@ class InTheLab(unittest.TestCase):
     def test_lab_kernel_panic_is_detected_and_retried_once(self):
         result = lab("--retry-lab-hang", "--", "sh", "-c", "echo c > /proc/sysrq-trigger; sleep 600", timeout=300)
         self.assertEqual(result.returncode, 120, result.stderr[-3000:])
-        self.assertEqual(len(re.findall(r"retrying once in a fresh lab", result.stderr)), 1, result.stderr[-3000:])
+        retries = [line for line in kvm_lab_lines(result.stderr) if "retrying once in a fresh lab" in line]
+        self.assertEqual(len(retries), 1, result.stderr[-3000:])
+        # The first lab's panic must be recognised from its console. The fresh lab
+        # panics the same way, but under load TCG can also freeze it while it boots;
+        # either way it must end as a lab hang, which the status already says.
+        self.assertIn("the lab kernel is in trouble", retries[0])
+        self.assertIn("sysrq", retries[0].lower())
         last = kvm_lab_lines(result.stderr)[-1]
-        self.assertIn("the lab kernel is in trouble", last)
-        self.assertIn("sysrq", last.lower())
+        self.assertRegex(last, r"the lab kernel is in trouble|the lab went silent")
 
     def test_signals_stop_the_lab(self):
         for sig, status in ((signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGKILL, None)):
