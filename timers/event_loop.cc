@@ -311,7 +311,11 @@ bool EventLoop::submit_poll(int fd, std::uint64_t tag) {
     sqe = ::io_uring_get_sqe(&ring_);
     if (sqe == nullptr) return false;  // retried before the next wait
   }
-  ::io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+  if (multishot_polls_) {
+    ::io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+  } else {
+    ::io_uring_prep_poll_add(sqe, fd, POLLIN);
+  }
   ::io_uring_sqe_set_data64(sqe, tag);
   return true;
 }
@@ -350,11 +354,15 @@ bool EventLoop::wait_for_events(Nanos timeout) {
     ++seen;
     const std::uint64_t tag = ::io_uring_cqe_get_data64(cqe);
     const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    // A negative result is a poll that did not happen: nothing is ready, and
+    // counting it as a wake-up would spin the loop on a refused poll.
+    const bool fired = cqe->res >= 0;
+    if (cqe->res == -EINVAL) multishot_polls_ = false;
     if (tag == kTimerTag) {
-      timer_ready = true;
+      timer_ready = timer_ready || fired;
       if (!more) timer_poll_armed_ = false;
     } else if (tag == kDoorbellTag) {
-      doorbell_ready = true;
+      doorbell_ready = doorbell_ready || fired;
       if (!more) doorbell_poll_armed_ = false;
     }
   }

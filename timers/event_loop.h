@@ -144,6 +144,9 @@ class EventLoop {
   bool ring_ready_ = false;
   bool timer_poll_armed_ = false;
   bool doorbell_poll_armed_ = false;
+  // Kernels before 5.13 refuse multishot polls (EINVAL); the loop then falls
+  // back to one-shot polls, re-submitted after every completion.
+  bool multishot_polls_ = true;
   std::thread thread_;
 };
 
