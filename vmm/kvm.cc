@@ -168,6 +168,16 @@ KvmVm::KvmVm(const KvmSystem& system)
   if (xioctl(fd_.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(kTssAddress)) < 0) {
     throw_errno("KVM_SET_TSS_ADDR " + hex(kTssAddress) + " failed");
   }
+#ifdef KVM_VCPUEVENT_VALID_TRIPLE_FAULT
+  // A triple fault KVM raised itself (KVM_REQ_TRIPLE_FAULT) and had not yet
+  // reported when a reboot stopped the vCPU would otherwise survive the
+  // reset and end the next boot at its first instruction. With this, the
+  // vCPU events carry it, and restoring the power-on snapshot clears it.
+  if (check_extension(KVM_CAP_X86_TRIPLE_FAULT_EVENT) > 0) {
+    const std::uint64_t on = 1;
+    enable_cap(KVM_CAP_X86_TRIPLE_FAULT_EVENT, std::span(&on, 1), "KVM_CAP_X86_TRIPLE_FAULT_EVENT");
+  }
+#endif
 }
 
 int KvmVm::check_extension(long cap) const noexcept {
