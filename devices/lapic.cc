@@ -819,6 +819,21 @@ Lapic::Stats Lapic::stats() const noexcept {
   return stats_;
 }
 
+std::string Lapic::describe() const {
+  const auto vectors = [](const ApicVectorSet& set) {
+    std::string out;
+    for (unsigned v = 0; v < 256; ++v) {
+      if (set.test(static_cast<std::uint8_t>(v))) out += fmt::format("{}{:#x}", out.empty() ? "" : ",", v);
+    }
+    return out.empty() ? std::string("-") : out;
+  };
+  std::lock_guard lock(mu_);
+  return fmt::format("lapic {}: tpr {:#x} ppr {:#x} svr {:#x} in service {} requested {}; {} interrupts ({} coalesced), "
+                     "{} EOIs, {} IPIs sent, {} MSR faults",
+                     index_, tpr_, ppr_locked(), svr_, vectors(isr_), vectors(irr_), stats_.interrupts,
+                     stats_.coalesced, stats_.eois, stats_.ipis_sent, stats_.msr_faults);
+}
+
 // -------------------------------------------------------------- lifecycle
 
 void Lapic::setup_virtual_wire() noexcept {

@@ -111,6 +111,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <span>
 
 #include "devices/bus.h"
@@ -297,6 +298,10 @@ class Lapic final : public BusDevice, public TimerDevice {
     std::uint64_t kicks = 0;
   };
   Stats stats() const noexcept;
+  // One line: TPR, PPR, the vectors in service and requested, and the
+  // counters. For the VM's end-of-run debug log: a vector stuck in service
+  // (no EOI) blocks every vector of its class and below, silently.
+  std::string describe() const;
 
  private:
   // What to do once every lock of this APIC is released.

@@ -448,6 +448,12 @@ VmOutcome Vm::end(VmEnd how, int status, std::string message) noexcept {
   // Requests in flight finish at io_uring before run() returns; none is
   // completed to the guest any more.
   if (disks_) disks_->reset();
+  if (devices::ApicBus* apics = platform_->apic_bus(); apics && spdlog::should_log(spdlog::level::debug)) {
+    try {
+      for (unsigned i = 0; i < vcpus_.size(); ++i) spdlog::debug("vm: at the end, {}", apics->lapic(i).describe());
+    } catch (const std::exception&) {  // a debug line is not worth failing an ending VM
+    }
+  }
   std::lock_guard lock(mu_);
   state_ = VmState::ended;
   reports_.clear();
