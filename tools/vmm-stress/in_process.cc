@@ -199,7 +199,7 @@ int run_reboot_in_process(const Options& o) {
           text.find(guest.reboot_success(m)) == std::string::npos || !every_boot_ready) {
         tally.fail("VM with " + cmdline + ": ended with status " + std::to_string(outcome.exit_status) + " after " +
                    std::to_string(outcome.reboots) + " of " + std::to_string(m) + " reboots (" + outcome.message +
-                   "), " + std::to_string(serial.ready_count()) + " boots ready; guest's last lines:\n" + tail(text, 4));
+                   "), " + std::to_string(serial.ready_count()) + " boots ready; guest's last lines:\n" + tail(text, 60));
       }
       slot.idle();
     }
