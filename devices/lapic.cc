@@ -279,6 +279,7 @@ void Lapic::eoi_locked(Work& work) noexcept {
   if (vector < 0) return;
   const auto v = static_cast<std::uint8_t>(vector);
   isr_.clear(v);
+  SPDLOG_TRACE("lapic {}: EOI retires vector {:#x}", index_, v);
   ++stats_.eois;
   if (tmr_.test(v)) {
     work.eoi_broadcast = v;
@@ -718,6 +719,7 @@ bool Lapic::accept(std::uint8_t vector) noexcept {
   if (!irr_.test(vector)) return false;
   irr_.clear(vector);
   isr_.set(vector);
+  SPDLOG_TRACE("lapic {}: vector {:#x} in service", index_, vector);
   return true;
 }
 

@@ -119,10 +119,19 @@ void VcpuLapic::inject(KvmVcpu& vcpu) noexcept {
   };
   // KVM says "ready" only when IF is set, no interrupt shadow is in force
   // and no earlier KVM_INTERRUPT is still queued: one vector per entry.
-  if (run->ready_for_interrupt_injection) {
+  // But "ready" was taken at the exit: an MSR exit that we answer with a #GP
+  // re-enters delivering that fault, and without an in-kernel irqchip KVM
+  // then drops the interrupt queued for the same entry at the next exit. It
+  // would stay in service here for good, blocking its class and below (the
+  // lost Linux console: IRQ 0 taken in over AMD's MSR probe). So on that
+  // entry only the window is asked for; the interrupt goes in after the fault.
+  const bool entry_delivers_fault =
+      (run->exit_reason == KVM_EXIT_X86_RDMSR || run->exit_reason == KVM_EXIT_X86_WRMSR) && run->msr.error != 0;
+  if (run->ready_for_interrupt_injection && !entry_delivers_fault) {
     if (lapic_.extint_pending()) {
       // The 8259 has priority over the APIC's own vectors (LINT0 ExtINT).
       const std::uint8_t vector = acknowledge_extint_ ? acknowledge_extint_() : 0;
+      SPDLOG_TRACE("vcpu {}: ExtINT vector {:#x} from the 8259", lapic_.index(), vector);
       lapic_.extint_accepted();
       if (acknowledge_extint_) interrupt(vector);
     } else if (const auto vector = lapic_.next_interrupt()) {
