@@ -216,11 +216,13 @@ bool tstat_report(struct tstat *t, const struct tolerance *tol)
             late[i - 1] = (int64_t)(when[i] - when[i - 1]);
         gap = select_kth(late, n - 1, (n - 1) / 2);
     }
-    kprintf("timer %s hz=%lu.%lu late_p50_us=%ld late_p99_us=%ld count=%u\n", t->name, hz_tenths / 10,
-            hz_tenths % 10, p50, p99, t->count);
+    uint64_t got = hz_tenths * 100, want = t->nominal_mhz; /* both in milli-Hz */
+    /* gap / nominal period = gap * want / (tsc_hz * 1000), in permille. */
+    uint64_t permille = n > 1 && want ? muldiv64((uint64_t)gap, want, tsc_hz()) : 0;
+    kprintf("timer %s hz=%lu.%lu late_p50_us=%ld late_p99_us=%ld count=%u gap_permille=%lu\n", t->name,
+            hz_tenths / 10, hz_tenths % 10, p50, p99, t->count, permille);
 
     bool ok = true;
-    uint64_t got = hz_tenths * 100, want = t->nominal_mhz; /* both in milli-Hz */
     if (t->count < tol->min_count) {
         kprintf("testguest: timer %s: only %u interrupts (want >= %u)\n", t->name, t->count, tol->min_count);
         ok = false;
@@ -232,8 +234,6 @@ bool tstat_report(struct tstat *t, const struct tolerance *tol)
         ok = false;
     }
     if (n > 1 && want) {
-        /* gap / nominal period = gap * want / (tsc_hz * 1000), compared in permille. */
-        uint64_t permille = muldiv64((uint64_t)gap, want, tsc_hz());
         if (permille + tol->gap_permille < 1000 || permille > 1000 + tol->gap_permille) {
             kprintf("testguest: timer %s: median gap %ld us is %lu permille of the period (allowed 1000 +- %u)\n",
                     t->name, tsc_to_us(gap), permille, tol->gap_permille);

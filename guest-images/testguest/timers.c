@@ -46,7 +46,8 @@ static uint32_t rtc_rate;  /* RTC register A rate: 32768 >> (rate - 1) Hz, the o
  * every interrupt pays for the emulated instructions in front of its TSC
  * read. So the checks separate the timer from the host:
  *  - the median gap between interrupts is the timer's own period, immune to
- *    lost interrupts: it must be within 2% of the programmed period;
+ *    lost interrupts: it must be within 3% of the programmed period (the
+ *    lab measured 996..1010 permille, once 1021 in a loaded CI run);
  *  - the delivered rate may fall well short (lost interrupts) but never
  *    exceed the programmed rate by more than 2%;
  *  - the median lateness must stay under one period; the small negative
@@ -56,7 +57,7 @@ static uint32_t rtc_rate;  /* RTC register A rate: 32768 >> (rate - 1) Hz, the o
 static struct tolerance tol = {
     .rate_low_permille = 500,
     .rate_high_permille = 1020,
-    .gap_permille = 20,
+    .gap_permille = 30,
     .p50_max_us = 1000, /* one tick: set with the tick */
     .p50_min_us = -100,
     .min_count = 20,
