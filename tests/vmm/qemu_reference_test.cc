@@ -4,6 +4,10 @@
 // where it is absent these checks say so loudly and skip.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <regex>
+#include <string>
+
 #include "tests/vmm/vmm_fixture.h"
 
 namespace vmm::testing {
@@ -60,10 +64,34 @@ TEST(QemuReference, The8259PairOnPc) {
   EXPECT_EQ(r.exit_status, kGuestOk) << r.out << r.err;
 }
 
+// QEMU's own HPET can fire early when the guest re-arms a comparator while
+// it fires (seen in the nested lab: "hpet early=1"), the race this project
+// exists to close, so here an early HPET interrupt is QEMU's and only noted.
+// Everything else the guest checks must hold: every pair ran, and the LAPIC
+// and PIT never fired early.
 TEST(QemuReference, RetimerOnPc) {
   VMM_REQUIRE_QEMU();
   const ProcessResult r = run_qemu("pc", "test=retimer seconds=2");
-  EXPECT_EQ(r.exit_status, kGuestOk) << r.out << r.err;
+  ASSERT_TRUE(r.exit_status == kGuestOk || r.exit_status == kGuestFailed) << r.out << r.err;
+  const std::regex line(R"(retimer (\S+)\+lapic: (lapic|pit|hpet) irqs=(\d+) .* early=(\d+))");
+  int pairs = 0;
+  for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), line); it != std::sregex_iterator(); ++it) {
+    const std::smatch& m = *it;
+    pairs += m[2] == "lapic";
+    EXPECT_GT(std::stoi(m[3]), 0) << m[0] << "\n" << r.out;
+    if (m[2] == "hpet") {
+      if (m[4] != "0") std::printf("[ info ] QEMU's HPET fired early: %s\n", m[0].str().c_str());
+    } else {
+      EXPECT_EQ(m[4], "0") << m[0] << "\n" << r.out;
+    }
+  }
+  EXPECT_EQ(pairs, 4) << "pit, hpet0, hpet1 and hpet2, each beside the LAPIC timer\n" << r.out;
+  if (r.exit_status != kGuestOk) {
+    // A failure may only be QEMU's early HPET.
+    EXPECT_NE(r.out.find("hpet out of bounds"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("lapic out of bounds"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("pit out of bounds"), std::string::npos) << r.out;
+  }
 }
 
 TEST(QemuReference, RebootThroughTheI8042OnPc) {
