@@ -72,7 +72,6 @@ Vm::Vm(const VmConfig& config, const KvmSystem& kvm, timers::CyclicSystem& timer
 
 Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers::CyclicSystem& timers)
     : config_(config),
-      kvm_(kvm),
       timers_(timers),
       memory_(std::move(guest.memory)),
       files_(std::move(guest.files)),

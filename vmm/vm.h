@@ -190,7 +190,6 @@ class Vm final : private VcpuEvents {
   void set_state(VmState state) noexcept;
 
   const VmConfig config_;
-  const KvmSystem& kvm_;
   timers::CyclicSystem& timers_;
 
   // Declaration order is teardown order reversed: vCPU threads stop before
