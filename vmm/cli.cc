@@ -96,6 +96,29 @@ DiskConfig parse_disk(std::string_view text) {
   return disk;
 }
 
+namespace {
+
+std::string escape_control_characters(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7F) {
+      out += "\\x";
+      out += kHex[byte >> 4];
+      out += kHex[byte & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+UsageError::UsageError(std::string_view message) : std::runtime_error(escape_control_characters(message)) {}
+
 Command parse_command_line(const std::vector<std::string>& args) {
   CLI::App app{"vmm: a KVM virtual machine monitor (PIT, RTC, HPET, IOAPIC, PIC and optionally the LAPICs in user space)"};
   app.name("vmm");

@@ -54,10 +54,12 @@ struct Command {
   std::string text;  // for help and version: what to print
 };
 
-// A bad command line: what() is one line naming the problem.
+// A bad command line: what() is one line naming the problem. Control
+// characters in `message` (it quotes the user's arguments) are shown as
+// \xNN, so the line stays one line and cannot drive the terminal.
 class UsageError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit UsageError(std::string_view message);
 };
 
 // Throws UsageError.

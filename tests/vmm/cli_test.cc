@@ -112,5 +112,25 @@ TEST(CliTest, HelpAndVersion) {
   EXPECT_EQ(v.text.rfind("vmm ", 0), 0u);
 }
 
+// Found by the cli fuzz target: a message quoting an argument with a
+// newline in it was two lines, and one with ESC could drive the terminal.
+TEST(CliTest, UsageErrorsQuoteControlCharactersEscaped) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"run", "--kernel", "k", "--memory", "1\n2"},
+        std::vector<std::string>{"run", "--kernel", "k", "--disk", "a,\x1b[2Jserial"},
+        std::vector<std::string>{"run", "--kernel", "k", "--no-such\rthing"}}) {
+    try {
+      parse_command_line(args);
+      ADD_FAILURE() << "accepted " << args.back();
+    } catch (const UsageError& e) {
+      const std::string message = e.what();
+      for (const char c : message) EXPECT_GE(static_cast<unsigned char>(c), 0x20) << message;
+      EXPECT_TRUE(message.find("\\x0a") != std::string::npos || message.find("\\x1b") != std::string::npos ||
+                  message.find("\\x0d") != std::string::npos)
+          << message;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace vmm
