@@ -24,6 +24,12 @@ class ImageFile {
   static ImageFile open(const std::filesystem::path& path, std::string_view role,
                         std::uint64_t max_size = UINT64_MAX, std::string_view max_what = {});
 
+  // An image that is already in memory (the loader fuzz target): `path`
+  // only names it in error messages.
+  static ImageFile from_bytes(std::filesystem::path path, std::string_view role, std::vector<std::uint8_t> bytes) {
+    return ImageFile(std::move(path), std::string(role), std::move(bytes));
+  }
+
   const std::filesystem::path& path() const noexcept { return path_; }
   const std::string& role() const noexcept { return role_; }
   std::uint64_t size() const noexcept { return bytes_.size(); }
