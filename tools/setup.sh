@@ -14,6 +14,8 @@ packages=(
   # checked against; cpio/busybox build the real-host initramfs; e2fsprogs
   # builds and checks the Linux disk tests' ext4 images without root
   lz4 cpio busybox-static qemu-system-x86 rt-tests gnuplot-nox python3 e2fsprogs
+  # fuzzing (tools/fuzz): clang with libFuzzer's runtime, llvm-cov and llvm-profdata
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()

@@ -3,8 +3,9 @@
 #   release: every test but the benchmarks, tools/kvm-lab's own tests, and
 #            the Linux suite (Debian's cloud kernel booted under vmm)
 #   mutants: each seed-race fix removed in turn must fail a seed test
-#   asan, tsan: the timer, seed-race, device (PCI and virtio included), virtqueue
-#               fuzz, disk image, loader and stress suites, and
+#   fuzzing: every libFuzzer target (device registers, virtqueue) briefly
+#   asan, tsan: the timer, seed-race, device (PCI and virtio included), device
+#               and virtqueue fuzz corpora, disk image, loader and stress suites, and
 #               the VMM end to end (reboots, reset paths, the register-fuzzing
 #               guest, lifecycle, signals, control socket, vmm-stress loops);
 #               the tsan build compiles in fault injection (VMM_FAULT_INJECTION),
@@ -47,6 +48,11 @@ with_kvm ctest --preset release -L kvm
 
 step "mutation testing of the seed-race fixes"
 tools/mutants
+
+step "fuzzing"
+# Every libFuzzer target for a short budget (ASan + UBSan, starting from the
+# tree's corpus); any finding fails the run. Longer runs: tools/fuzz --time.
+tools/fuzz --time 5
 
 # The sanitizer builds do not build the freestanding guest: they boot the
 # release build's.
