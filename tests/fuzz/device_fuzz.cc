@@ -379,19 +379,27 @@ class LapicRig final : public Rig {
 class BoardPortsRig final : public Rig {
  public:
   explicit BoardPortsRig(Environment& env)
-      : debug_exit_([this](std::uint64_t status) { last_exit_ = status; }),
+      : clock_(env.clock),
+        debug_exit_([this](std::uint64_t status) { last_exit_ = status; }),
         progress_(env.clock, env.clock.now()),
         pvpanic_([this] { ++panics_; }) {
     windows = {{&debug_exit_, devices::DebugExit::kSize},
                {&progress_, devices::BootProgress::kSize},
                {&pvpanic_, devices::PvPanic::kSize}};
   }
+  void reset(timers::EventLoop&) override { progress_.restart(clock_.now()); }
   const char* check() override {
     if (last_exit_ && (*last_exit_ & 1) == 0) return "a debug-exit status that is not odd (it would look like a normal exit)";
+    const std::uint64_t recorded = progress_.total_recorded();
+    const std::size_t kept = progress_.milestones().size();
+    if (kept != std::min<std::uint64_t>(recorded, devices::BootProgress::kCapacity)) {
+      return "boot-progress keeps the wrong number of milestones";
+    }
     return nullptr;
   }
 
  private:
+  const timers::ManualClock& clock_;
   std::optional<std::uint64_t> last_exit_;
   std::uint64_t panics_ = 0;
   devices::DebugExit debug_exit_;
