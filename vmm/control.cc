@@ -45,21 +45,7 @@ std::string dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string error_reply(std::string_view message, const json* id = nullptr) {
-  json reply = {{"ok", false}, {"error", std::string(message)}};
-  if (id != nullptr) reply["id"] = *id;
-  return dump(reply);
-}
-
-std::string parse_error_text(const std::exception& e) {
-  // "[json.exception.parse_error.101] parse error at line 1, column 2: ..."
-  std::string text = e.what();
-  if (const std::size_t close = text.find("] "); text.rfind("[json.exception", 0) == 0 && close != std::string::npos) {
-    text.erase(0, close + 2);
-  }
-  if (text.size() > 200) text.resize(200);
-  return "invalid JSON: " + text;
-}
+std::string error_reply(std::string_view message) { return control_error_reply(message); }
 
 // ------------------------------------------------- socket file, and its removal
 
@@ -304,64 +290,48 @@ namespace {
 // forced stop (carried out). With `only_forced_stop`, any other valid
 // request is left undone (*forced_stop stays false).
 std::string handle_request(Vm& vm, std::string_view line, bool only_forced_stop, bool* forced_stop) noexcept {
+  using Command = ControlRequest::Command;
   *forced_stop = false;
+  const ParsedControlRequest parsed = parse_control_request(line);
+  const bool is_forced_stop = parsed.request && parsed.request->command == Command::stop && parsed.request->force;
+  if (only_forced_stop && parsed.well_formed && !is_forced_stop) return {};
+  if (!parsed.request) return parsed.error_reply;
+  const ControlRequest& request = *parsed.request;
   try {
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty()) return error_reply("empty request line");
-    json request;
-    try {
-      request = json::parse(line);
-    } catch (const json::parse_error& e) {
-      return error_reply(parse_error_text(e));
-    }
-    if (!request.is_object()) return error_reply("a request must be a JSON object, such as {\"cmd\":\"status\"}");
-    const json* id = nullptr;
-    if (auto it = request.find("id"); it != request.end()) id = &*it;
-    for (const auto& [key, value] : request.items()) {
-      if (key != "cmd" && key != "force" && key != "id") return error_reply("unknown field \"" + key + "\"", id);
-    }
-    const auto cmd_it = request.find("cmd");
-    if (cmd_it == request.end()) return error_reply("missing \"cmd\"", id);
-    if (!cmd_it->is_string()) return error_reply("\"cmd\" must be a string", id);
-    const std::string cmd = cmd_it->get<std::string>();
-    bool force = false;
-    if (auto it = request.find("force"); it != request.end()) {
-      if (!it->is_boolean()) return error_reply("\"force\" must be true or false", id);
-      if (cmd != "stop") return error_reply("\"force\" applies only to stop", id);
-      force = it->get<bool>();
-    }
-
-    if (only_forced_stop && !(cmd == "stop" && force)) return {};
-
     json reply = {{"ok", true}};
     std::string why;
     bool ok = true;
-    if (cmd == "status") {
-      const VmStatus s = vm.status();
-      reply["state"] = to_string(s.state);
-      reply["reboots"] = s.reboots;
-      reply["boot_generation"] = s.boot_generation;
-      reply["uptime_ms"] = std::round(static_cast<double>(s.uptime_ns) / 1e3) / 1e3;
-      reply["vcpus"] = vm.vcpu_count();
-      reply["pid"] = ::getpid();
-    } else if (cmd == "pause") {
-      ok = vm.pause(&why);
-    } else if (cmd == "resume") {
-      ok = vm.resume(&why);
-    } else if (cmd == "reset") {
-      ok = vm.reset(&why);
-    } else if (cmd == "stop") {
-      if (force) {
-        vm.force_stop();
-        *forced_stop = true;
-      } else {
-        ok = vm.stop(&why);
+    switch (request.command) {
+      case Command::status: {
+        const VmStatus s = vm.status();
+        reply["state"] = to_string(s.state);
+        reply["reboots"] = s.reboots;
+        reply["boot_generation"] = s.boot_generation;
+        reply["uptime_ms"] = std::round(static_cast<double>(s.uptime_ns) / 1e3) / 1e3;
+        reply["vcpus"] = vm.vcpu_count();
+        reply["pid"] = ::getpid();
+        break;
       }
-    } else {
-      return error_reply("unknown command \"" + cmd + "\" (known: status, pause, resume, reset, stop)", id);
+      case Command::pause:
+        ok = vm.pause(&why);
+        break;
+      case Command::resume:
+        ok = vm.resume(&why);
+        break;
+      case Command::reset:
+        ok = vm.reset(&why);
+        break;
+      case Command::stop:
+        if (request.force) {
+          vm.force_stop();
+          *forced_stop = true;
+        } else {
+          ok = vm.stop(&why);
+        }
+        break;
     }
-    if (!ok) return error_reply(cmd + ": " + why, id);
-    if (id != nullptr) reply["id"] = *id;
+    if (!ok) return control_error_reply(std::string(to_string(request.command)) + ": " + why, request.id);
+    if (!request.id.empty()) reply["id"] = json::parse(request.id);
     return dump(reply);
   } catch (...) {
     return R"({"ok":false,"error":"internal error"})";

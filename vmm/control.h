@@ -86,6 +86,7 @@
 #include <thread>
 
 #include "timers/unique_fd.h"
+#include "vmm/control_request.h"
 
 namespace vmm {
 
