@@ -45,8 +45,6 @@ std::string dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string error_reply(std::string_view message) { return control_error_reply(message); }
-
 // ------------------------------------------------- socket file, and its removal
 
 // Paths to unlink if the process dies of a fatal signal or calls exit()
@@ -339,7 +337,7 @@ std::string handle_request(Vm& vm, std::string_view line, bool only_forced_stop,
 }
 
 std::string too_many_clients_reply() {
-  return error_reply("too many control clients (at most " + std::to_string(kControlMaxClients) +
+  return control_error_reply("too many control clients (at most " + std::to_string(kControlMaxClients) +
                      "); try again later (a forced stop is always served)");
 }
 
@@ -408,7 +406,7 @@ void ControlServer::serve() noexcept {
       std::string why;
       if (!peer_allowed(fd.get(), &why)) {
         log_client("refused a client that is not the owner");
-        send_and_close(std::move(fd), error_reply(why));
+        send_and_close(std::move(fd), control_error_reply(why));
         continue;
       }
       auto client = std::make_unique<Client>();
@@ -479,7 +477,8 @@ void ControlServer::serve() noexcept {
     if ((newline == std::string::npos && client.in.size() >= kControlMaxLine) ||
         (newline != std::string::npos && newline + 1 > kControlMaxLine)) {
       log_client("request line too long");
-      client.out += error_reply("request line longer than " + std::to_string(kControlMaxLine) + " bytes") + "\n";
+      client.out +=
+          control_error_reply("request line longer than " + std::to_string(kControlMaxLine) + " bytes") + "\n";
       client.in.clear();
       start_closing(client);
     }
@@ -501,7 +500,7 @@ void ControlServer::serve() noexcept {
       if (n == 0) {
         if (!client.in.empty()) {
           log_client("request ended without a newline");
-          client.out += error_reply("request ended without a newline; not executed") + "\n";
+          client.out += control_error_reply("request ended without a newline; not executed") + "\n";
           client.in.clear();
         }
         start_closing(client);
@@ -547,7 +546,7 @@ void ControlServer::serve() noexcept {
           client.out += too_many_clients_reply() + "\n";
         } else {
           log_client("closed an idle client");
-          client.out += error_reply("closed after " + std::to_string(idle_timeout_.count()) +
+          client.out += control_error_reply("closed after " + std::to_string(idle_timeout_.count()) +
                                     " ms without a request") + "\n";
         }
         start_closing(client);

@@ -175,7 +175,7 @@ class HpetRig final : public Rig {
  public:
   explicit HpetRig(Environment& env)
       : hpet_(env.system, env.loop(), [this](unsigned pin) -> devices::IrqLine& { return pins_[pin % pins_.size()]; },
-              irq0_, irq8_, msi_, [this](bool legacy) { legacy_ = legacy; }) {
+              irq0_, irq8_, msi_) {
     windows = {{&hpet_, devices::Hpet::kSize}};
     timer_device = &hpet_;
     callouts = 3;
@@ -194,7 +194,6 @@ class HpetRig final : public Rig {
   std::array<CountingLine, devices::IoApic::kPins> pins_;
   CountingLine irq0_, irq8_;
   CountingMsi msi_;
-  bool legacy_ = false;
   devices::Hpet hpet_;
 };
 
@@ -267,7 +266,7 @@ class SerialRig final : public Rig {
 
 class I8042Rig final : public Rig {
  public:
-  I8042Rig() : i8042_(kbd_, aux_, [this] { ++resets_; }) {
+  I8042Rig() : i8042_(kbd_, aux_, [] {}) {
     windows = {{&i8042_.data_port(), 1}, {&i8042_.command_port(), 1}};
   }
   void reset(timers::EventLoop&) override { i8042_.reset(); }
@@ -280,14 +279,13 @@ class I8042Rig final : public Rig {
 
  private:
   CountingLine kbd_, aux_;
-  std::uint64_t resets_ = 0;
   devices::I8042 i8042_;
 };
 
 class AcpiPmRig final : public Rig {
  public:
   explicit AcpiPmRig(Environment& env)
-      : pm_(sci_, 5, devices::AcpiPm::Callbacks{[this] { ++poweroffs_; }, [this] { ++resets_; }}, env.clock) {
+      : pm_(sci_, 5, devices::AcpiPm::Callbacks{[] {}, [] {}}, env.clock) {
     // PM1 event block 4 bytes, PM1 control 2, the PM timer 4 (the FADT's).
     windows = {{&pm_.event_block(), 4}, {&pm_.control_block(), 2}, {&pm_.reset_port(), 1}, {&pm_.pm_timer(), 4}};
   }
@@ -300,7 +298,6 @@ class AcpiPmRig final : public Rig {
 
  private:
   CountingLine sci_;
-  std::uint64_t poweroffs_ = 0, resets_ = 0;
   devices::AcpiPm pm_;
 };
 
@@ -310,8 +307,8 @@ class AcpiPmRig final : public Rig {
 class LapicRig final : public Rig {
  public:
   explicit LapicRig(Environment& env)
-      : bus_(env.system, env.loop(), devices::ApicBus::Config{.cpus = 2}, [this](unsigned) { ++kicks_; },
-             [this](std::uint8_t) { ++eoi_broadcasts_; }),
+      : bus_(env.system, env.loop(), devices::ApicBus::Config{.cpus = 2}, [](unsigned) {},
+             [](std::uint8_t) {}),
         msrs_(bus_) {
     windows = {{&bus_.lapic(0), 0x1000}, {&bus_.lapic(1), 0x1000}, {&msrs_, 0x800}};
     timer_device = &bus_;
@@ -371,7 +368,6 @@ class LapicRig final : public Rig {
     devices::ApicBus& bus;
   };
 
-  std::uint64_t kicks_ = 0, eoi_broadcasts_ = 0;
   devices::ApicBus bus_;
   MsrWindow msrs_;
 };
@@ -382,7 +378,7 @@ class BoardPortsRig final : public Rig {
       : clock_(env.clock),
         debug_exit_([this](std::uint64_t status) { last_exit_ = status; }),
         progress_(env.clock, env.clock.now()),
-        pvpanic_([this] { ++panics_; }) {
+        pvpanic_([] {}) {
     windows = {{&debug_exit_, devices::DebugExit::kSize},
                {&progress_, devices::BootProgress::kSize},
                {&pvpanic_, devices::PvPanic::kSize}};
@@ -401,7 +397,6 @@ class BoardPortsRig final : public Rig {
  private:
   const timers::ManualClock& clock_;
   std::optional<std::uint64_t> last_exit_;
-  std::uint64_t panics_ = 0;
   devices::DebugExit debug_exit_;
   devices::BootProgress progress_;
   devices::PvPanic pvpanic_;
