@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "devices/error.h"
+#include "timers/restricted_ring.h"
 
 namespace vmm {
 
@@ -95,13 +96,15 @@ std::unique_ptr<BlockFile> BlockFile::open(const std::string& path, const Option
 
   std::unique_ptr<BlockFile> file(new BlockFile(path, std::move(fd), std::move(direct), size, options.read_only,
                                                 options.queue_depth));
-  const int r = io_uring_queue_init(options.queue_depth, &file->ring_, 0);
-  if (r < 0) refuse(path, std::string("cannot set up io_uring: ") + std::strerror(-r));
-  file->ring_ready_ = true;
   file->event_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!file->event_fd_) refuse(path, std::string("cannot create an eventfd: ") + std::strerror(errno));
-  const int e = io_uring_register_eventfd(&file->ring_, file->event_fd_.get());
-  if (e < 0) refuse(path, std::string("cannot register the eventfd with io_uring: ") + std::strerror(-e));
+  // The ring runs the operations submit() prepares, nothing else.
+  const int r = timers::init_restricted_ring(file->ring_, options.queue_depth,
+                                             {IORING_OP_NOP, IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_WRITE,
+                                              IORING_OP_FSYNC, IORING_OP_FALLOCATE},
+                                             file->event_fd_.get());
+  if (r < 0) refuse(path, std::string("cannot set up io_uring: ") + std::strerror(-r));
+  file->ring_ready_ = true;
   return file;
 }
 
