@@ -70,7 +70,7 @@ CyclicSystem::CyclicSystem(const Clock& clock, LoopOptions options)
     loops_.push_back(std::make_unique<EventLoop>(*this, options.threads ? cpu : -1, std::move(name)));
   }
   if (options.threads) {
-    for (auto& loop : loops_) loop->start_thread(options.pin);
+    for (auto& loop : loops_) loop->start_thread(options.pin, options.thread_prologue);
   }
 }
 

@@ -70,6 +70,10 @@ struct LoopOptions {
   bool pin = true;
   // Thread names are "<name_prefix><index>" (at most 15 characters in all).
   const char* name_prefix = "vmm-timer-";
+  // Runs first on each loop thread, before it waits for anything: where a
+  // program confines its loop threads (vmm run installs their syscall
+  // filter). Null: nothing.
+  void (*thread_prologue)() noexcept = nullptr;
 };
 
 class CyclicSystem {

@@ -419,14 +419,17 @@ void EventLoop::thread_main() {
   run_posted();  // work posted before stop still runs, so no promise is dropped
 }
 
-void EventLoop::start_thread(bool pin) {
+void EventLoop::start_thread(bool pin, void (*prologue)() noexcept) {
   {
     std::lock_guard lock(mu_);
     threaded_ = true;
     // No thread is the loop's until its own says so, first thing.
     loop_thread_.store(std::thread::id(), std::memory_order_relaxed);
   }
-  thread_ = std::thread([this] { thread_main(); });
+  thread_ = std::thread([this, prologue] {
+    if (prologue != nullptr) prologue();
+    thread_main();
+  });
   ::pthread_setname_np(thread_.native_handle(), name_.c_str());
   if (pin && cpu_ >= 0) {
     cpu_set_t set;

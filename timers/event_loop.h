@@ -101,7 +101,7 @@ class EventLoop {
   // Called with mu_ held after a deadline was set to `when`.
   void deadline_changed(Nanos when);
   void arm_locked(Nanos deadline);
-  void start_thread(bool pin);
+  void start_thread(bool pin, void (*prologue)() noexcept);
   void thread_main();
   std::size_t dispatch_due();  // the stepping thread, or the loop's own
   bool begin_step();           // run_due/run_once: may this thread step it?

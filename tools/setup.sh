@@ -7,7 +7,7 @@ packages=(
   # build
   g++ cmake ninja-build pkg-config
   # libraries
-  liburing-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+  liburing-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libseccomp-dev
   libgtest-dev libgmock-dev libbenchmark-dev linux-libc-dev
   # tests and tools: the Debian test kernel is fetched with apt-get download
   # and its vmlinux unpacked with lz4; QEMU is the reference the guest is

@@ -21,7 +21,8 @@ constexpr const char* kExitStatusHelp =
     "  4    the VM could not be set up (kernel, initrd, memory, vCPUs, /dev/kvm)\n"
     "  6    the guest could not run (KVM internal error, failed VM entry)\n"
     "  8    stopped by the host (SIGTERM/SIGINT, control socket, Ctrl-A x on the console)\n"
-    "  10   the guest kernel panicked (it said so through pvpanic, port 0x505)\n";
+    "  10   the guest kernel panicked (it said so through pvpanic, port 0x505)\n"
+    "  12   a VMM thread made a system call its seccomp filter forbids (named on stderr)\n";
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -134,6 +135,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
   bool no_reboot = false;
   bool no_hpet = false;
   std::string irqchip = "split";
+  std::string seccomp = "on";
 
   CLI::App* run = app.add_subcommand("run", "Boot a guest kernel (bzImage, or an ELF with a PVH entry note)");
   // Checked after parsing, so that an unknown option is named first.
@@ -157,6 +159,9 @@ Command parse_command_line(const std::vector<std::string>& args) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   run->add_option("--control", o.control, "Serve the control protocol on this Unix socket path");
   run->add_option("--kvm-device", o.kvm_device, "The KVM device (default /dev/kvm)");
+  run->add_option("--seccomp", seccomp,
+                  "on (default): each thread runs under its seccomp allow-list; off: no filter, for debugging only")
+      ->check(CLI::IsMember({"on", "off"}));
 
   CtlOptions& c = command.ctl;
   long ctl_timeout_ms = 5000;
@@ -215,6 +220,7 @@ Command parse_command_line(const std::vector<std::string>& args) {
   for (const std::string& disk : disks) o.disks.push_back(parse_disk(disk));
   o.hpet = !no_hpet;
   o.userspace_irqchip = irqchip == "userspace";
+  o.seccomp = seccomp == "on";
   if (serial == "stdio") {
     o.serial = SerialKind::stdio;
   } else if (serial == "null") {

@@ -45,6 +45,8 @@ struct RunOptions {
   std::optional<std::string> control;  // control socket path
   std::string kvm_device = "/dev/kvm";
   std::vector<DiskConfig> disks;  // --disk, in order
+  // Per-thread syscall filters (vmm/syscall_filter.h); off only to debug.
+  bool seccomp = true;
 };
 
 struct Command {

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "devices/error.h"
+#include "vmm/syscall_filter.h"
 
 namespace vmm {
 
@@ -104,6 +105,7 @@ void ConsoleInput::deliver(const std::uint8_t* data, std::size_t size) noexcept 
 
 void ConsoleInput::pump() noexcept {
   pthread_setname_np(pthread_self(), "console");
+  syscall_filter::confine_or_exit(ThreadKind::console);
   std::uint8_t buffer[64];
   while (!stopping_.load()) {
     // Read only what the UART can take now; the rest waits in the host's

@@ -27,6 +27,7 @@
 
 #include "devices/error.h"
 #include "devices/rate_limit.h"
+#include "vmm/syscall_filter.h"
 #include "vmm/vm.h"
 
 namespace vmm {
@@ -65,7 +66,9 @@ void unlink_registered() noexcept {
 }
 
 void on_fatal_signal(int sig) {
-  unlink_registered();
+  // A confined thread's crash stays a crash; the socket it leaves behind is
+  // replaced by the next VMM on that path (clear_stale_socket).
+  if (syscall_filter::this_thread_may_remove_files()) unlink_registered();
   // Hand the signal on to whoever had it before (the console's terminal
   // restore, a sanitizer, or the default action): it is blocked while this
   // handler runs, so it arrives as soon as we return.
@@ -387,6 +390,7 @@ void ControlServer::unlink_socket() noexcept {
 
 void ControlServer::serve() noexcept {
   pthread_setname_np(pthread_self(), "control");
+  syscall_filter::confine_or_exit(ThreadKind::control);
   std::vector<std::unique_ptr<Client>> clients;
   std::vector<pollfd> fds;
   char buffer[kControlMaxLine];

@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "devices/error.h"
+#include "vmm/syscall_filter.h"
 
 namespace vmm {
 
@@ -50,6 +51,7 @@ HostSignals::~HostSignals() {
 
 void HostSignals::watch() noexcept {
   pthread_setname_np(pthread_self(), "signals");
+  syscall_filter::confine_or_exit(ThreadKind::signals);
   int received = 0;
   for (;;) {
     pollfd fds[2] = {{wake_.get(), POLLIN, 0}, {signals_.get(), POLLIN, 0}};

@@ -16,6 +16,7 @@
 #include "vmm/control.h"
 #include "vmm/host_signals.h"
 #include "vmm/kvm.h"
+#include "vmm/syscall_filter.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -61,8 +62,16 @@ int run_vm(const vmm::RunOptions& o) {
   auto serial_output = make_serial_output(o);
   config.serial_output = serial_output.get();
 
+  // Before the first thread: each confines itself once its set-up is done.
+  if (o.seccomp) {
+    vmm::syscall_filter::enable();
+  } else {
+    spdlog::warn("--seccomp=off: no thread has a syscall filter; use this for debugging only");
+  }
   vmm::KvmSystem kvm(o.kvm_device);
-  vmm::timers::CyclicSystem timers;
+  vmm::timers::LoopOptions loops;
+  loops.thread_prologue = []() noexcept { vmm::syscall_filter::confine_or_exit(vmm::ThreadKind::timer_loop); };
+  vmm::timers::CyclicSystem timers(vmm::timers::MonotonicClock::instance(), loops);
   vmm::Vm vm(config, std::move(guest), kvm, timers);
 
   vmm::HostSignals signals([&vm] { vm.stop(); }, [&vm] { vm.force_stop(); });
@@ -77,6 +86,8 @@ int run_vm(const vmm::RunOptions& o) {
   std::optional<vmm::ControlServer> control;
   if (o.control) control.emplace(*o.control, vm);
 
+  // Set-up is over: from here this thread runs the VM's lifecycle only.
+  vmm::syscall_filter::confine(vmm::ThreadKind::main);
   const vmm::VmOutcome outcome = vm.run();
   control.reset();
   console.reset();

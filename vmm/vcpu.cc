@@ -18,6 +18,7 @@
 #include "devices/error.h"
 #include "devices/rate_limit.h"
 #include "timers/race_points.h"
+#include "vmm/syscall_filter.h"
 
 namespace vmm {
 
@@ -308,6 +309,7 @@ void VcpuThread::thread_main() noexcept {
     pthread_sigmask(SIG_BLOCK, nullptr, &run_mask);
     sigdelset(&run_mask, KvmSignals::kick_signal());
     vcpu_.set_signal_mask(run_mask);
+    syscall_filter::confine(ThreadKind::vcpu);
   } catch (const Error& e) {
     finish(report_fatal(e.what()));
     return;

@@ -18,6 +18,7 @@
 #include "devices/virtio/pci_transport.h"
 #include "vmm/kvm.h"
 #include "vmm/platform.h"
+#include "vmm/syscall_filter.h"
 
 namespace vmm {
 
@@ -161,6 +162,7 @@ void VirtioDisks::on_bar_changed(devices::pci::PciFunction& function, unsigned b
 
 void VirtioDisks::serve() noexcept {
   pthread_setname_np(pthread_self(), "virtio-blk");
+  syscall_filter::confine_or_exit(ThreadKind::disk_io);
   // [0] wake, then per disk: notify, completions.
   std::vector<pollfd> fds;
   fds.push_back({wake_.get(), POLLIN, 0});

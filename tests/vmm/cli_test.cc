@@ -35,6 +35,13 @@ TEST(CliTest, Defaults) {
   EXPECT_TRUE(c.run.hpet);
   EXPECT_EQ(c.run.kvm_device, "/dev/kvm");
   EXPECT_FALSE(c.run.userspace_irqchip);
+  EXPECT_TRUE(c.run.seccomp);
+}
+
+TEST(CliTest, SeccompIsOnUnlessTurnedOff) {
+  EXPECT_TRUE(parse_command_line({"run", "--kernel", "k", "--seccomp=on"}).run.seccomp);
+  EXPECT_FALSE(parse_command_line({"run", "--kernel", "k", "--seccomp=off"}).run.seccomp);
+  EXPECT_THROW(parse_command_line({"run", "--kernel", "k", "--seccomp=maybe"}), UsageError);
 }
 
 TEST(CliTest, IrqchipModes) {
