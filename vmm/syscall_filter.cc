@@ -66,7 +66,7 @@ constexpr const char* kPrctlSafe = "prctl(name, no_new_privs)";
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define VMM_SANITIZER_CALLS                                                                                      \
   , "sigaltstack", "readlink", "readlinkat", "open", "openat", "read", "pread64", "lseek",         \
-      "getrlimit", "prlimit64", "sched_getaffinity", "uname", "getdents64", "pipe2", "poll", "ppoll",            \
+      "getrlimit", "prlimit64", "sched_getaffinity", "uname", "getdents", "getdents64", "pipe2", "poll", "ppoll",            \
       "set_robust_list", "rseq", "clone", "clone3", "prctl", "dup", "dup2", "getppid", "access", "mincore", \
       "sched_setaffinity", "rt_sigtimedwait", "rt_sigpending", "kill", "ptrace", "wait4", "waitid"
 #else

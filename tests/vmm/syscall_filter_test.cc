@@ -111,6 +111,20 @@ TEST(SyscallFilter, OnlyTheMainThreadMayCreateThreads) {
 }
 #endif
 
+// The way `vmm run` ends: the main thread, confined, returns and the
+// process exits normally (in ASan builds LeakSanitizer then stops the world
+// from a tracer of its own, under the main thread's filter).
+TEST(SyscallFilter, TheConfinedMainThreadExitsNormally) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        enable();
+        confine(ThreadKind::main);
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
 TEST(SyscallFilter, WithoutEnableConfineChangesNothing) {
   confine(ThreadKind::signals);
   EXPECT_FALSE(enabled());
