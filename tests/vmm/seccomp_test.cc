@@ -83,6 +83,10 @@ std::vector<std::string> inheritable_fds(pid_t pid) {
   return leaks;
 }
 
+// The main thread creates the vCPU threads after it confined itself: they
+// run under its filter and their own. Every other thread has its own only.
+std::string expected_filters(const std::string& thread) { return thread == "vcpu-" ? "2" : "1"; }
+
 std::string make_disk(const TempDir& dir) {
   const std::string disk = (dir.path() / "disk.img").string();
   std::ofstream(disk).close();
@@ -119,7 +123,9 @@ TEST(VmmSeccomp, EveryThreadRunsUnderItsFilterAndNoFdIsInheritable) {
           bool filtered = true;
           for (const auto& [name, t] : seen) {
             present.insert(name);
-            filtered = filtered && t.mode == "2";
+            // A vCPU thread starts under the main thread's filter and adds
+            // its own before its first KVM_RUN: wait for both.
+            filtered = filtered && t.mode == "2" && t.filters == expected_filters(name);
           }
           complete = filtered && present == kinds && seen.count("vcpu-") == 2;
           if (!complete) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -136,9 +142,7 @@ TEST(VmmSeccomp, EveryThreadRunsUnderItsFilterAndNoFdIsInheritable) {
   EXPECT_EQ(r.exit_status, kExitStoppedByHost) << r.err;
   for (const auto& [name, t] : seen) {
     EXPECT_EQ(t.mode, "2") << name << " runs without a filter";
-    // The main thread creates the vCPU threads after it confined itself:
-    // they run under its filter and their own.
-    EXPECT_EQ(t.filters, name == "vcpu-" ? "2" : "1") << name;
+    EXPECT_EQ(t.filters, expected_filters(name)) << name;
   }
   std::string leaked;
   for (const std::string& fd : leaks) leaked += " " + fd;
