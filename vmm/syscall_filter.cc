@@ -185,13 +185,13 @@ void add_rule(scmp_filter_ctx ctx, ThreadKind kind, std::string_view call, int n
 void add_call(scmp_filter_ctx ctx, ThreadKind kind, std::string_view call) {
   if (call == kIoctlKvm) {
     // Every KVM request number has type byte 0xAE (_IO(KVMIO, n)).
-    const scmp_arg_cmp kvm = SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00, static_cast<scmp_datum_t>(KVMIO) << 8);
+    const scmp_arg_cmp kvm{1, SCMP_CMP_MASKED_EQ, 0xff00, static_cast<scmp_datum_t>(KVMIO) << 8};
     add_rule(ctx, kind, call, SCMP_SYS(ioctl), 1, &kvm);
     return;
   }
   if (call == kIoctlTty) {
     for (const unsigned long request : {0ul + TCGETS, 0ul + TCSETS, 0ul + TCSETSW, 0ul + TCSETSF, 0ul + TIOCGWINSZ}) {
-      const scmp_arg_cmp tty = SCMP_A1(SCMP_CMP_EQ, request);
+      const scmp_arg_cmp tty{1, SCMP_CMP_EQ, request, 0};
       add_rule(ctx, kind, call, SCMP_SYS(ioctl), 1, &tty);
     }
     return;
@@ -199,7 +199,7 @@ void add_call(scmp_filter_ctx ctx, ThreadKind kind, std::string_view call) {
   if (call == kPrctlSafe) {
     // Naming a thread; no_new_privs, which each filter load sets again.
     for (const int option : {PR_SET_NAME, PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS}) {
-      const scmp_arg_cmp arg = SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(option));
+      const scmp_arg_cmp arg{0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(option), 0};
       add_rule(ctx, kind, call, SCMP_SYS(prctl), 1, &arg);
     }
     return;
