@@ -87,6 +87,22 @@ std::vector<std::string> inheritable_fds(pid_t pid) {
 // run under its filter and their own. Every other thread has its own only.
 std::string expected_filters(const std::string& thread) { return thread == "vcpu-" ? "2" : "1"; }
 
+// ThreadSanitizer's run-time starts a background thread of its own at
+// process start, before main() and so before any filter: a TSan-built VMM
+// has exactly one unfiltered thread that is not ours. It is set aside (and
+// must be there, unfiltered, so that nothing else hides behind this).
+void drop_sanitizer_thread([[maybe_unused]] std::multimap<std::string, ThreadSeccomp>& threads) {
+#if defined(__SANITIZE_THREAD__)
+  for (auto it = threads.begin(); it != threads.end(); ++it) {
+    if (it->first == "vmm" && it->second.mode == "0") {
+      threads.erase(it);
+      return;
+    }
+  }
+  threads.emplace("(no unfiltered ThreadSanitizer thread found)", ThreadSeccomp{"?", "?"});
+#endif
+}
+
 std::string make_disk(const TempDir& dir) {
   const std::string disk = (dir.path() / "disk.img").string();
   std::ofstream(disk).close();
@@ -119,6 +135,7 @@ TEST(VmmSeccomp, EveryThreadRunsUnderItsFilterAndNoFdIsInheritable) {
         for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
              !complete && std::chrono::steady_clock::now() < deadline;) {
           seen = threads_of(pid);
+          drop_sanitizer_thread(seen);
           std::set<std::string> present;
           bool filtered = true;
           for (const auto& [name, t] : seen) {
