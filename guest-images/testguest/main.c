@@ -72,7 +72,7 @@ static const struct {
     {"boot", scenario_boot},       {"smp", scenario_smp},       {"timers", scenario_timers},
     {"retimer", scenario_retimer}, {"reboot", scenario_reboot}, {"fault", scenario_fault},
     {"chaos", scenario_chaos},     {"poweroff", scenario_poweroff}, {"pic", scenario_pic},
-    {"apicstorm", scenario_apicstorm},
+    {"apicstorm", scenario_apicstorm}, {"fastest", scenario_fastest},
 };
 
 void kmain(uint32_t start_info_pa);
@@ -101,7 +101,7 @@ void kmain(uint32_t start_info_pa)
 
     const char *test = cmdline_get("test");
     if (!test)
-        fail(EXIT_USAGE, "testguest: no test= on the command line \"%s\" (known: boot smp timers retimer reboot fault chaos poweroff pic apicstorm)\n",
+        fail(EXIT_USAGE, "testguest: no test= on the command line \"%s\" (known: boot smp timers retimer reboot fault chaos poweroff pic apicstorm fastest)\n",
              cmdline_raw());
     for (unsigned i = 0; i < ARRAY_SIZE(scenarios); i++) {
         if (!str_eq(test, scenarios[i].name))
@@ -111,5 +111,5 @@ void kmain(uint32_t start_info_pa)
         progress(MS_SCENARIO_DONE);
         guest_exit(rc);
     }
-    fail(EXIT_USAGE, "testguest: unknown test=%s (known: boot smp timers retimer reboot fault chaos poweroff pic apicstorm)\n", test);
+    fail(EXIT_USAGE, "testguest: unknown test=%s (known: boot smp timers retimer reboot fault chaos poweroff pic apicstorm fastest)\n", test);
 }

@@ -18,5 +18,6 @@ uint32_t scenario_chaos(void);
 uint32_t scenario_poweroff(void);
 uint32_t scenario_pic(void);
 uint32_t scenario_apicstorm(void);
+uint32_t scenario_fastest(void);
 
 #endif
