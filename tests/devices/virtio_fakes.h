@@ -148,7 +148,7 @@ class VirtioDriver {
 
   VirtioDriver(F& function, devices::GuestMemory& memory, std::uint16_t queue_size = 16,
                std::uint64_t ring_base = 0x1000)
-      : function_(function), memory_(memory), ring_(memory, queue_size, ring_base), queue_size_(queue_size) {}
+      : function_(function), ring_(memory, queue_size, ring_base), queue_size_(queue_size) {}
 
   std::uint64_t read(std::uint64_t offset, std::size_t width) {
     std::uint8_t data[8] = {};
@@ -217,7 +217,6 @@ class VirtioDriver {
 
  private:
   F& function_;
-  devices::GuestMemory& memory_;
   DriverRing ring_;
   std::uint16_t queue_size_;
 };

@@ -20,12 +20,13 @@ enum class FuzzedDevice : std::uint8_t {
   kAcpiPm,      // PM1 event and control blocks, PM timer, reset register
   kLapic,       // two local APICs: xAPIC MMIO, x2APIC MSRs, the vCPU side
   kBoardPorts,  // debug-exit, boot-progress and pvpanic
+  kPci,         // the PCI root (0xCF8/0xCFC, BARs) and a virtio-blk function on it
 };
 
-inline constexpr std::array<FuzzedDevice, 10> kFuzzedDevices = {
+inline constexpr std::array<FuzzedDevice, 11> kFuzzedDevices = {
     FuzzedDevice::kPit,    FuzzedDevice::kRtc,    FuzzedDevice::kHpet,  FuzzedDevice::kIoApic,
     FuzzedDevice::kPic,    FuzzedDevice::kSerial, FuzzedDevice::kI8042, FuzzedDevice::kAcpiPm,
-    FuzzedDevice::kLapic,  FuzzedDevice::kBoardPorts};
+    FuzzedDevice::kLapic,  FuzzedDevice::kBoardPorts, FuzzedDevice::kPci};
 
 // The name used for the libFuzzer binary (<name>_fuzzer) and the corpus
 // folder (tests/fuzz/corpus/<name>/).

@@ -193,9 +193,91 @@ def board_ports():
     return [s]
 
 
+def pci():
+    # Window 0: CONFIG_ADDRESS (0) / CONFIG_DATA (4); window 1: BAR 0 of the
+    # virtio-blk function in slot 1, at the start of the MMIO window.
+    def cfg(inp, slot, reg, value=None, width=4):
+        inp.w(0, 0, 0x80000000 | slot << 11 | (reg & 0xFC), 4)
+        if value is None:
+            return inp.r(0, 4 + (reg & 3), width)
+        return inp.w(0, 4 + (reg & 3), value, width)
+
+    def ram(inp, address, data):
+        inp.event(0, address >> 8).event(0, address & 0xFF)
+        for byte in data:
+            inp.event(0x40, byte)
+        return inp
+
+    def desc(address, length, flags, nxt):
+        return struct.pack("<QIHH", address, length, flags, nxt)
+
+    def driver_up(inp, msix=True):
+        cfg(inp, 1, 0x04, 0x0006, 2)                 # memory decode, bus master
+        if msix:
+            cfg(inp, 1, 0x42, 0x8000, 2)             # MSI-X enable (first capability)
+            inp.w(1, 0x4000, 0xFEE00000, 4).w(1, 0x4004, 0, 4).w(1, 0x4008, 0x31, 4).w(1, 0x400C, 0, 4)
+            inp.w(1, 0x10, 0, 2)                     # config vector 0
+        inp.w(1, 0x14, 0).w(1, 0x14, 1).w(1, 0x14, 3)  # reset, ACKNOWLEDGE, DRIVER
+        inp.w(1, 0x00, 0, 4).r(1, 0x04, 4).w(1, 0x00, 1, 4).r(1, 0x04, 4)
+        inp.w(1, 0x08, 0, 4).w(1, 0x0C, 1 << 9 | 1 << 13 | 1 << 14, 4)
+        inp.w(1, 0x08, 1, 4).w(1, 0x0C, 1, 4)         # VERSION_1
+        inp.w(1, 0x14, 0x0B).r(1, 0x14)               # FEATURES_OK
+        inp.w(1, 0x16, 0, 2).r(1, 0x18, 2).w(1, 0x18, 16, 2)
+        inp.w(1, 0x1A, 0 if msix else 0xFFFF, 2)
+        inp.w(1, 0x20, 0x1000, 8).w(1, 0x28, 0x2000, 8).w(1, 0x30, 0x3000, 8)
+        inp.w(1, 0x1C, 1, 2).w(1, 0x14, 0x0F)         # queue enable, DRIVER_OK
+        return inp
+
+    def request(inp, kind, flags_data, sector=0, index=0, head=0):
+        ram(inp, 0x4000 + 0x100 * index, struct.pack("<IIQ", kind, 0, sector))
+        chain = desc(0x4000 + 0x100 * index, 16, 1, head + 1)
+        chain += desc(0x5000 + 0x200 * index, 512, 1 | flags_data, head + 2)
+        chain += desc(0x6000 + index, 1, 2, 0)
+        ram(inp, 0x1000 + 16 * head, chain)
+        ram(inp, 0x2004 + 2 * index, struct.pack("<H", head))
+        ram(inp, 0x2000, struct.pack("<HH", 0, index + 1))
+        return inp.w(1, 0x3000, 0, 2)                # notify queue 0
+
+    seeds = []
+    enumerate_ = Input()
+    for slot in (0, 1, 2):
+        for reg in (0x00, 0x08, 0x0C, 0x2C, 0x34, 0x3C):
+            cfg(enumerate_, slot, reg)
+    for reg in range(0x40, 0xA0, 4):
+        cfg(enumerate_, 1, reg)
+    cfg(enumerate_, 1, 0x10, 0xFFFFFFFF).r(0, 4, 4)
+    cfg(enumerate_, 1, 0x10, 0xC0000000)
+    enumerate_.w(0, 1, 0x06).w(0, 0, 0x12345678, 4).r(0, 4, 4)
+    seeds.append(enumerate_)
+
+    read = driver_up(Input())
+    request(read, 0, 2).event(0xC0, 0).r(1, 0x1000).r(1, 0x2000, 8).r(1, 0x2008, 4)
+    seeds.append(read)
+
+    write = driver_up(Input(), msix=False)
+    request(write, 1, 0).event(0x80, 0)
+    request(write, 4, 0, index=1, head=3).event(0x80, 5).r(1, 0x1000)
+    seeds.append(write)
+
+    reset = driver_up(Input())
+    request(reset, 0, 2, sector=7)
+    reset.life(0).event(0xC0, 0)
+    driver_up(reset)
+    request(reset, 8, 2).event(0xC0, 0)
+    seeds.append(reset)
+
+    moved = driver_up(Input())
+    cfg(moved, 1, 0x10, 0xC0010000)
+    request(moved, 0, 2).w(1, 0x3000, 0, 2)
+    cfg(moved, 1, 0x10, 0xC0000000)
+    moved.w(1, 0x14, 0).event(0xC0, 0)
+    seeds.append(moved)
+    return seeds
+
+
 def main():
     corpus = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus")
-    for device in (pit, rtc, hpet, ioapic, pic, serial, i8042, acpi_pm, lapic, board_ports):
+    for device in (pit, rtc, hpet, ioapic, pic, serial, i8042, acpi_pm, lapic, board_ports, pci):
         folder = os.path.join(corpus, device.__name__)
         os.makedirs(folder, exist_ok=True)
         for number, seed in enumerate(device(), 1):
