@@ -459,7 +459,8 @@ class PciRig final : public Rig {
 
  private:
   std::unique_ptr<devices::virtio::BlockBackend> make_backend() {
-    auto backend = std::make_unique<testing::MemoryBackend>(256 * 1024, false, 8);
+    // Small: the disk is allocated (and zeroed) afresh for every input.
+    auto backend = std::make_unique<testing::MemoryBackend>(16 * 1024, false, 8);
     backend_ = backend.get();
     return backend;
   }
