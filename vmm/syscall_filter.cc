@@ -128,10 +128,22 @@ std::atomic<bool> g_enabled{false};
 // -1: no probe; else the ThreadKind whose threads make one forbidden call.
 int g_probe = -1;
 
-// Names for the SIGSYS reporter, resolved before any filter exists (the
-// handler may not allocate). Enough for every x86-64 call number there is.
-constexpr int kNameSlots = 512;
-const char* g_names[kNameSlots] = {};
+// Names for the SIGSYS reporter (which may not allocate), from the kernel
+// headers at build time (vmm/CMakeLists.txt).
+struct SyscallName {
+  long number;
+  const char* name;
+};
+constexpr SyscallName kSyscallNames[] = {
+#include "syscall_names.inc"
+};
+
+const char* syscall_name(long number) noexcept {
+  for (const SyscallName& entry : kSyscallNames) {
+    if (entry.number == number) return entry.name;
+  }
+  return "?";
+}
 
 thread_local const char* t_kind_name = nullptr;
 // This thread loaded a list without the main thread's file removal.
@@ -163,7 +175,7 @@ void report_forbidden_call(int, siginfo_t* info, void*) noexcept {
   line.add("vmm: seccomp: the ");
   line.add(t_kind_name != nullptr ? t_kind_name : "(unconfined)");
   line.add(" thread made the system call ");
-  line.add(nr >= 0 && nr < kNameSlots && g_names[nr] != nullptr ? g_names[nr] : "?");
+  line.add(syscall_name(nr));
   line.add(" (");
   line.add(static_cast<long>(nr));
   line.add("), which its filter forbids; stopping the VMM (exit status ");
@@ -220,10 +232,6 @@ void enable() {
       if (std::string_view(probe) == to_string(kind)) g_probe = static_cast<int>(kind);
     }
     if (g_probe < 0) throw Error("VMM_SECCOMP_PROBE='" + std::string(probe) + "' names no thread kind");
-  }
-  for (int nr = 0; nr < kNameSlots; ++nr) {
-    // Kept for the life of the process: the SIGSYS reporter reads them.
-    g_names[nr] = ::seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
   }
   // libseccomp probes the kernel's seccomp API once; doing it here keeps
   // those probes out of the filtered threads.
