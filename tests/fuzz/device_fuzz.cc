@@ -4,6 +4,8 @@
 // input format and the invariants are in device_fuzz.h.
 #include "tests/fuzz/device_fuzz.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -12,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <spdlog/sinks/base_sink.h>
@@ -102,10 +105,6 @@ struct CountingLine final : devices::IrqLine {
 struct CountingMsi final : devices::MsiSink {
   void send_msi(const devices::MsiMessage&) noexcept override { ++messages; }
   std::uint64_t messages = 0;
-};
-struct DiscardOutput final : devices::SerialOutput {
-  void write(std::span<const std::uint8_t> bytes) noexcept override { written += bytes.size(); }
-  std::uint64_t written = 0;
 };
 
 std::uint32_t read32(BusDevice& device, std::uint64_t offset) {
@@ -254,18 +253,44 @@ class PicRig final : public Rig {
   devices::Pic pic_;
 };
 
+// COM1 writing to a console log file as `--serial file:` opens it (here
+// capped at 4 KiB, so the cap is reached too), the file made once per
+// process and truncated by every input's open.
+std::string serial_log_path() {
+  static const std::string path = [] {
+    std::string dir = "/tmp/vmm-serial-fuzz.XXXXXX";
+    if (::mkdtemp(dir.data()) == nullptr) std::abort();
+    static const std::string file = dir + "/console.log";
+    static const std::string folder = dir;
+    std::atexit([] {
+      ::unlink(file.c_str());
+      ::rmdir(folder.c_str());
+    });
+    return file;
+  }();
+  return path;
+}
+
 class SerialRig final : public Rig {
  public:
-  SerialRig() : serial_(irq_, output_) { windows = {{&serial_, devices::Serial::kSize}}; }
+  SerialRig()
+      : output_(devices::FdOutput::open_file(serial_log_path(), 4096, std::chrono::milliseconds(0))),
+        serial_(irq_, *output_) {
+    windows = {{&serial_, devices::Serial::kSize}};
+  }
   void event(std::uint8_t a, std::uint8_t b) override {
     const std::array<std::uint8_t, 4> input = {a, b, static_cast<std::uint8_t>(a ^ b), '\n'};
     serial_.receive(std::span<const std::uint8_t>(input.data(), 1 + b % input.size()));
   }
   void reset(timers::EventLoop&) override { serial_.reset(); }
+  const char* check() override {
+    if (output_->bytes_written() > 4096) return "the console log grew past its cap";
+    return nullptr;
+  }
 
  private:
   CountingLine irq_;
-  DiscardOutput output_;
+  std::unique_ptr<devices::FdOutput> output_;
   devices::Serial serial_;
 };
 
