@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <span>
 #include <string_view>
 
 #include "devices/error.h"
@@ -145,9 +147,8 @@ const char* syscall_name(long number) noexcept {
   return "?";
 }
 
-thread_local const char* t_kind_name = nullptr;
-// This thread loaded a list without the main thread's file removal.
-thread_local bool t_cannot_remove_files = false;
+// The kind whose list this thread loaded itself, if any.
+thread_local std::optional<ThreadKind> t_kind;
 
 // Async-signal-safe line building: no stdio, no allocation.
 struct Line {
@@ -173,7 +174,7 @@ void report_forbidden_call(int, siginfo_t* info, void*) noexcept {
   const int nr = info->si_syscall;
   Line line;
   line.add("vmm: seccomp: the ");
-  line.add(t_kind_name != nullptr ? t_kind_name : "(unconfined)");
+  line.add(t_kind ? to_string(*t_kind) : "(unconfined)");
   line.add(" thread made the system call ");
   line.add(syscall_name(nr));
   line.add(" (");
@@ -251,7 +252,7 @@ void enable() {
 
 bool enabled() noexcept { return g_enabled.load(); }
 
-bool this_thread_may_remove_files() noexcept { return !t_cannot_remove_files; }
+bool this_thread_may_remove_files() noexcept { return !t_kind || *t_kind == ThreadKind::main; }
 
 void confine(ThreadKind kind) {
   if (!g_enabled.load()) return;
@@ -270,8 +271,7 @@ void confine(ThreadKind kind) {
     throw;
   }
   ::seccomp_release(ctx);
-  t_kind_name = to_string(kind);
-  t_cannot_remove_files = kind != ThreadKind::main;
+  t_kind = kind;
   if (g_probe == static_cast<int>(kind)) {
     // In no list (and harmless if it ran: no such fd): the filter must stop it.
     ::syscall(SYS_setns, -1, 0);
@@ -287,8 +287,6 @@ void confine_or_exit(ThreadKind kind) noexcept {
     ::_exit(kExitSetup);
   }
 }
-
-std::span<const char* const> allowed_calls(ThreadKind kind) noexcept { return calls_of(kind); }
 
 }  // namespace syscall_filter
 }  // namespace vmm

@@ -19,9 +19,6 @@
 // leaves them off, for debugging only.
 #pragma once
 
-#include <span>
-#include <string>
-
 namespace vmm {
 
 // The exit status of a process stopped by its syscall filter.
@@ -51,10 +48,6 @@ bool this_thread_may_remove_files() noexcept;
 // For a thread that cannot throw to anyone: confine(), and on failure one
 // line on stderr and the process ends with kExitSetup.
 void confine_or_exit(ThreadKind kind) noexcept;
-
-// The system calls `kind` may make, by name (for tests and --help-like
-// listings).
-std::span<const char* const> allowed_calls(ThreadKind kind) noexcept;
 
 }  // namespace syscall_filter
 }  // namespace vmm
