@@ -9,6 +9,8 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -65,10 +67,38 @@ void unlink_registered() noexcept {
   }
 }
 
+// A thread whose filter forbids unlink (every one but main) cannot remove
+// the socket itself, and the kernel may hand even a kill(2) of the process
+// to any thread. It asks the main thread to do it: sets this flag, sends
+// main the same signal, and waits a bounded time for the answer before
+// dying of its own signal, so the crash is still reported on the thread
+// that had it.
+std::atomic<bool> g_unlink_requested{false};
+std::atomic<bool> g_unlink_done{false};
+
+void ask_main_thread_to_unlink(int sig) noexcept {
+  g_unlink_done.store(false, std::memory_order_relaxed);
+  g_unlink_requested.store(true, std::memory_order_release);
+  const pid_t main_thread = ::getpid();
+  if (::syscall(SYS_tgkill, main_thread, main_thread, sig) != 0) return;
+  const timespec step{0, 1'000'000};
+  for (int waited_ms = 0; waited_ms < 1000 && !g_unlink_done.load(std::memory_order_acquire); ++waited_ms) {
+    ::nanosleep(&step, nullptr);
+  }
+}
+
 void on_fatal_signal(int sig) {
-  // A confined thread's crash stays a crash; the socket it leaves behind is
-  // replaced by the next VMM on that path (clear_stale_socket).
-  if (syscall_filter::this_thread_may_remove_files()) unlink_registered();
+  if (!syscall_filter::this_thread_may_remove_files()) {
+    ask_main_thread_to_unlink(sig);
+  } else {
+    unlink_registered();
+    if (g_unlink_requested.exchange(false, std::memory_order_acq_rel)) {
+      // Sent by a confined thread that is dying of this signal itself:
+      // answer it and carry on, so the report names the thread that crashed.
+      g_unlink_done.store(true, std::memory_order_release);
+      return;
+    }
+  }
   // Hand the signal on to whoever had it before (the console's terminal
   // restore, a sanitizer, or the default action): it is blocked while this
   // handler runs, so it arrives as soon as we return.
@@ -83,6 +113,9 @@ void install_exit_hooks_once() {
     for (int sig : kFatalSignals) {
       struct sigaction action {};
       action.sa_handler = on_fatal_signal;
+      // The main thread may be interrupted only to unlink for another
+      // thread (above); what it was waiting in goes on.
+      action.sa_flags = SA_RESTART;
       sigemptyset(&action.sa_mask);
       ::sigaction(sig, &action, &g_previous[sig]);
     }

@@ -5,6 +5,7 @@
 #include "vmm/control.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <spdlog/spdlog.h>
@@ -32,6 +33,7 @@
 #include "vmm/cli.h"
 #include "vmm/control_client.h"
 #include "vmm/kvm.h"
+#include "vmm/syscall_filter.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -609,6 +611,41 @@ TEST_F(ControlSocketFile, DoesNotUnlinkASocketThatReplacedItsOwn) {
   EXPECT_TRUE(std::filesystem::is_socket(path)) << "the replacement's socket is not ours to remove";
   RawClient c(path);
   EXPECT_TRUE(is_ok(c.request(R"({"cmd":"status"})")));
+}
+
+// The kernel may hand a fatal signal to any thread, and only the main
+// thread's filter allows unlink: a crash on a confined thread must still take
+// the socket with it (the main thread removes it on that thread's behalf).
+TEST_F(ControlSocketFile, ACrashOnAConfinedThreadStillRemovesTheSocket) {
+  const std::string path = dir_.file("vm.sock");
+  int listening[2];
+  ASSERT_EQ(::pipe2(listening, O_CLOEXEC), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const rlimit no_core{0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);  // the crash is on purpose
+    syscall_filter::enable();
+    ControlServer server(path, *vm_);
+    const char ready = 1;
+    if (::write(listening[1], &ready, 1) != 1) ::_exit(2);
+    std::thread vcpu_like([] {
+      syscall_filter::confine(ThreadKind::vcpu);
+      std::abort();
+    });
+    vcpu_like.join();
+    ::_exit(3);
+  }
+  ::close(listening[1]);
+  char ready = 0;
+  const bool served = ::read(listening[0], &ready, 1) == 1;
+  ::close(listening[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(served) << "the child never had its socket";
+  ASSERT_TRUE(WIFSIGNALED(status)) << "status " << status;
+  EXPECT_EQ(WTERMSIG(status), SIGABRT) << "it dies of the crash, not of something else";
+  EXPECT_FALSE(std::filesystem::exists(path)) << "the confined thread's crash left the socket behind";
 }
 
 TEST_F(ControlSocketFile, RefusesPathsThatDoNotFit) {
