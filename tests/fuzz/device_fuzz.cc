@@ -649,9 +649,3 @@ int fuzz_device(FuzzedDevice device, const std::uint8_t* data, std::size_t size)
 }
 
 }  // namespace vmm::fuzz
-
-#if defined(VMM_FUZZ_DEVICE)
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  return vmm::fuzz::fuzz_device(vmm::fuzz::FuzzedDevice::VMM_FUZZ_DEVICE, data, size);
-}
-#endif
