@@ -255,28 +255,10 @@ timers::UniqueFd create_listening_socket(const std::string& path) {
 
 // ----------------------------------------------------------------- clients
 
-// How long a connection being closed may take to read its last replies.
-constexpr auto kCloseGrace = std::chrono::seconds(1);
-
-// How long a client over the limit has to send a forced stop, the one
-// request it may make.
-constexpr auto kOverflowGrace = std::chrono::seconds(1);
-
+// A client: its socket and its byte stream's state.
 struct Client {
   timers::UniqueFd fd;
-  std::string in;
-  std::string out;
-  // Received bytes last at: a client silent for the idle timeout is closed,
-  // so forgotten connections cannot hold every slot.
-  std::chrono::steady_clock::time_point last_heard{};
-  // Accepted beyond kControlMaxClients: it may only stop the VM by force
-  // (which must always get through), within kOverflowGrace.
-  bool overflow = false;
-  // Close once `out` is flushed, or at close_by, whichever comes first: a
-  // peer that stops reading never holds a slot for long.
-  bool closing = false;
-  std::chrono::steady_clock::time_point close_by{};
-  bool drop = false;  // close now
+  ControlConnection connection;
 };
 
 bool peer_allowed(int fd, std::string* why) {
@@ -295,10 +277,11 @@ bool peer_allowed(int fd, std::string* why) {
 
 // One non-blocking attempt to send what is pending; false when the peer is gone.
 bool flush(Client& client) noexcept {
-  while (!client.out.empty()) {
-    const ssize_t n = ::send(client.fd.get(), client.out.data(), client.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (!client.connection.output().empty()) {
+    const std::string& out = client.connection.output();
+    const ssize_t n = ::send(client.fd.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
-      client.out.erase(0, static_cast<std::size_t>(n));
+      client.connection.consume(static_cast<std::size_t>(n));
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -372,11 +355,6 @@ std::string handle_request(Vm& vm, std::string_view line, bool only_forced_stop,
   }
 }
 
-std::string too_many_clients_reply() {
-  return control_error_reply("too many control clients (at most " + std::to_string(kControlMaxClients) +
-                     "); try again later (a forced stop is always served)");
-}
-
 }  // namespace
 
 std::string control_handle_request(Vm& vm, std::string_view line) noexcept {
@@ -431,6 +409,9 @@ void ControlServer::serve() noexcept {
   auto log_client = [](const char* what) {
     if (g_client_log.allow()) spdlog::debug("control: {} ({} similar suppressed)", what, g_client_log.take_suppressed());
   };
+  const ControlRequestHandler handle = [this](std::string_view line, bool only_forced_stop, bool* forced_stop) {
+    return handle_request(vm_, line, only_forced_stop, forced_stop);
+  };
 
   auto accept_clients = [&] {
     for (;;) {
@@ -446,104 +427,48 @@ void ControlServer::serve() noexcept {
         send_and_close(std::move(fd), control_error_reply(why));
         continue;
       }
-      auto client = std::make_unique<Client>();
-      client->fd = std::move(fd);
-      client->last_heard = std::chrono::steady_clock::now();
-      const auto regular = std::count_if(clients.begin(), clients.end(), [](const auto& c) { return !c->overflow; });
-      if (static_cast<std::size_t>(regular) >= kControlMaxClients) {
+      const auto regular =
+          std::count_if(clients.begin(), clients.end(), [](const auto& c) { return !c->connection.overflow(); });
+      const bool overflow = static_cast<std::size_t>(regular) >= kControlMaxClients;
+      if (overflow) {
         // Full: instead of a refusal at once, a short chance to send a
         // forced stop, so that no set of clients can lock it out. Overflow
         // slots are bounded too: the oldest makes room and is refused.
-        std::vector<std::unique_ptr<Client>>::iterator oldest = clients.end();
+        Client* oldest = nullptr;
         std::size_t overflowing = 0;
-        for (auto it = clients.begin(); it != clients.end(); ++it) {
-          if (!(*it)->overflow || (*it)->drop) continue;
+        for (const auto& c : clients) {
+          if (!c->connection.overflow() || c->connection.dropped()) continue;
           ++overflowing;
-          if (oldest == clients.end() || (*it)->last_heard < (*oldest)->last_heard) oldest = it;
+          if (oldest == nullptr || c->connection.last_heard() < oldest->connection.last_heard()) oldest = c.get();
         }
         if (overflowing >= kControlMaxClients) {
           log_client("refused a client: too many");
-          send_and_close(std::move((*oldest)->fd), too_many_clients_reply());
-          (*oldest)->drop = true;
+          send_and_close(std::move(oldest->fd), control_too_many_clients_reply());
+          oldest->connection.drop();
         }
-        client->overflow = true;
-        client->close_by = client->last_heard + kOverflowGrace;
       }
-      clients.push_back(std::move(client));
-    }
-  };
-
-  // When the server must act on a client unless it is heard from first.
-  auto deadline = [&](const Client& client) {
-    return client.closing || client.overflow ? client.close_by : client.last_heard + idle_timeout_;
-  };
-
-  auto start_closing = [](Client& client) {
-    client.closing = true;
-    client.close_by = std::chrono::steady_clock::now() + kCloseGrace;
-  };
-
-  auto execute_lines = [&](Client& client) {
-    std::size_t start = 0;
-    for (;;) {
-      const std::size_t newline = client.in.find('\n', start);
-      if (newline == std::string::npos) break;
-      if (newline - start + 1 > kControlMaxLine) break;  // reported below
-      const std::string_view line(client.in.data() + start, newline - start);
-      bool forced_stop = false;
-      std::string reply = handle_request(vm_, line, client.overflow, &forced_stop);
-      start = newline + 1;
-      if (client.overflow) {
-        // Its one request: served if it was a forced stop, refused otherwise.
-        if (!forced_stop) reply = too_many_clients_reply();
-        client.out += reply + "\n";
-        client.in.clear();
-        start_closing(client);
-        return;
-      }
-      client.out += reply;
-      client.out += '\n';
-      if (client.out.size() > kControlMaxPendingOutput) {
-        log_client("dropped a client whose replies backed up");
-        client.drop = true;
-        return;
-      }
-    }
-    client.in.erase(0, start);
-    const std::size_t newline = client.in.find('\n');
-    if ((newline == std::string::npos && client.in.size() >= kControlMaxLine) ||
-        (newline != std::string::npos && newline + 1 > kControlMaxLine)) {
-      log_client("request line too long");
-      client.out +=
-          control_error_reply("request line longer than " + std::to_string(kControlMaxLine) + " bytes") + "\n";
-      client.in.clear();
-      start_closing(client);
+      clients.push_back(std::make_unique<Client>(
+          Client{std::move(fd), ControlConnection(std::chrono::steady_clock::now(), idle_timeout_, overflow, log_client)}));
     }
   };
 
   auto read_client = [&](Client& client) {
     // At most a few buffers per round, so one chatty client cannot starve
     // the others (or the shutdown request).
-    for (int reads = 0; reads < 4 && !client.closing && !client.drop; ++reads) {
+    for (int reads = 0; reads < 4 && client.connection.reading(); ++reads) {
       const ssize_t n = ::recv(client.fd.get(), buffer, sizeof buffer, MSG_DONTWAIT);
       if (n > 0) {
-        client.last_heard = std::chrono::steady_clock::now();
-        client.in.append(buffer, static_cast<std::size_t>(n));
-        execute_lines(client);
+        client.connection.receive(std::string_view(buffer, static_cast<std::size_t>(n)),
+                                  std::chrono::steady_clock::now(), handle);
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
       if (n == 0) {
-        if (!client.in.empty()) {
-          log_client("request ended without a newline");
-          client.out += control_error_reply("request ended without a newline; not executed") + "\n";
-          client.in.clear();
-        }
-        start_closing(client);
+        client.connection.end_of_input(std::chrono::steady_clock::now());
         return;
       }
-      client.drop = true;  // ECONNRESET and the like
+      client.connection.drop();  // ECONNRESET and the like
       return;
     }
   };
@@ -555,10 +480,10 @@ void ControlServer::serve() noexcept {
     int timeout_ms = -1;
     const auto now = std::chrono::steady_clock::now();
     for (const auto& client : clients) {
-      short events = client->closing ? 0 : POLLIN;
-      if (!client->out.empty()) events |= POLLOUT;
+      short events = client->connection.closing() ? 0 : POLLIN;
+      if (!client->connection.output().empty()) events |= POLLOUT;
       fds.push_back({client->fd.get(), events, 0});
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline(*client) - now).count();
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(client->connection.deadline() - now).count();
       const int ms = left < 0 ? 0 : static_cast<int>(std::min<decltype(left)>(left, INT_MAX));
       if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
     }
@@ -571,30 +496,18 @@ void ControlServer::serve() noexcept {
     // Clients first: the ones accepted below are not in `fds` yet.
     for (std::size_t i = 0; i < clients.size(); ++i) {
       Client& client = *clients[i];
+      ControlConnection& connection = client.connection;
       const short revents = fds[i + 2].revents;
       if (revents & POLLNVAL) {
-        client.drop = true;
+        connection.drop();
         continue;
       }
-      if (!client.closing && (revents & (POLLIN | POLLHUP | POLLERR))) read_client(client);
-      if (!client.closing && !client.drop && std::chrono::steady_clock::now() >= deadline(client)) {
-        if (client.overflow) {
-          log_client("refused a client: too many");
-          client.out += too_many_clients_reply() + "\n";
-        } else {
-          log_client("closed an idle client");
-          client.out += control_error_reply("closed after " + std::to_string(idle_timeout_.count()) +
-                                    " ms without a request") + "\n";
-        }
-        start_closing(client);
-      }
-      if (!client.drop && !client.out.empty() && !flush(client)) client.drop = true;
-      if (client.closing &&
-          (client.out.empty() || (revents & (POLLHUP | POLLERR)) || std::chrono::steady_clock::now() >= client.close_by)) {
-        client.drop = true;
-      }
+      if (connection.reading() && (revents & (POLLIN | POLLHUP | POLLERR))) read_client(client);
+      connection.check_deadline(std::chrono::steady_clock::now());
+      if (!connection.dropped() && !connection.output().empty() && !flush(client)) connection.drop();
+      connection.settle(std::chrono::steady_clock::now(), (revents & (POLLHUP | POLLERR)) != 0);
     }
-    std::erase_if(clients, [](const std::unique_ptr<Client>& c) { return c->drop; });
+    std::erase_if(clients, [](const std::unique_ptr<Client>& c) { return c->connection.dropped(); });
     if (fds[1].revents & POLLIN) accept_clients();
   }
 

@@ -86,16 +86,12 @@
 #include <thread>
 
 #include "timers/unique_fd.h"
+#include "vmm/control_connection.h"
 #include "vmm/control_request.h"
 
 namespace vmm {
 
 class Vm;
-
-inline constexpr std::size_t kControlMaxLine = 4096;
-inline constexpr std::size_t kControlMaxClients = 16;
-inline constexpr std::size_t kControlMaxPendingOutput = 64 * 1024;
-inline constexpr std::chrono::milliseconds kControlIdleTimeout{30'000};
 
 // Executes one request line (without its newline) against `vm` and returns
 // the reply line (without its newline). Never throws.

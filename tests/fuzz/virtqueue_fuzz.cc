@@ -1,7 +1,8 @@
 // Input layout (everything optional; missing bytes read as zero):
 //   byte 0      bits 0-2: log2 of the queue size (1..128); bit 3: EVENT_IDX;
 //               bit 4: INDIRECT_DESC; bit 5: fold descriptor addresses into
-//               [0, RAM size + 256) so they land on and around real buffers
+//               [0, RAM size + 256) so they land on and around real buffers;
+//               bit 6: the device turns notifications off while it drains
 //   bytes 1-2   available index the driver publishes
 //   bytes 3-4   used_event
 //   then        the descriptor table (16 bytes an entry), the available
@@ -13,6 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
+#include <vector>
 
 #include "devices/guest_memory.h"
 #include "devices/virtio/virtqueue.h"
@@ -49,6 +52,21 @@ bool inside_ram(const GuestMemory& ram, std::span<const std::uint8_t> span) {
     }
   }
   return false;
+}
+
+// What a device reads first (a request header) and writes back (data and a
+// status): gather and scatter must succeed exactly when the chain's buffers
+// hold `skip` + the bytes, and gather must read them in chain order.
+void check_copies(const Chain& chain, std::uint64_t skip) {
+  std::vector<std::uint8_t> flat;
+  for (const auto& span : chain.readable) flat.insert(flat.end(), span.begin(), span.end());
+  std::uint8_t header[16];
+  const bool fits = skip + sizeof header <= chain.readable_bytes;
+  if (devices::virtio::gather(chain.readable, skip, header) != fits) violated("gather succeeded or failed wrongly");
+  if (fits && std::memcmp(header, flat.data() + skip, sizeof header) != 0) violated("gather read the wrong bytes");
+  const std::uint8_t status[3] = {0xa5, 0x5a, 0x00};
+  const bool room = skip + sizeof status <= chain.writable_bytes;
+  if (devices::virtio::scatter(chain.writable, skip, status) != room) violated("scatter succeeded or failed wrongly");
 }
 
 void check_spans(const GuestMemory& ram, const std::vector<std::span<std::uint8_t>>& spans, std::uint64_t bytes) {
@@ -101,6 +119,9 @@ int fuzz_virtqueue(const std::uint8_t* data, std::size_t size) {
   const QueueLayout layout{queue_size, kDesc, kAvail, kUsed};
   if (queue.activate(ram, layout, event_idx, indirect) != nullptr) violated("a valid layout was refused");
 
+  const bool quiet = (byte(0) & 0x40) != 0;
+  if (quiet) queue.disable_notification();
+
   Chain chain;
   ChainError why = ChainError::kNone;
   const std::uint32_t max_descriptors = queue_size + SplitQueue::kMaxIndirect;
@@ -119,9 +140,14 @@ int fuzz_virtqueue(const std::uint8_t* data, std::size_t size) {
       if (why != ChainError::kNone) violated("a chain with an error");
       check_spans(ram, chain.readable, chain.readable_bytes);
       check_spans(ram, chain.writable, chain.writable_bytes);
+      // Skips around the buffers' ends, from the input's last bytes.
+      const std::uint64_t knob = size > 0 ? data[size - 1 - step % size] : 0;
+      check_copies(chain, knob % (std::max(chain.readable_bytes, chain.writable_bytes) + 2));
       queue.push_used(chain.head, static_cast<std::uint32_t>(chain.writable_bytes));
     } else {
       if (why == ChainError::kNone) violated("a refused chain without a reason");
+      const std::string_view reason = devices::virtio::to_string(why);
+      if (reason.empty() || reason == "unknown error") violated("a refusal the log cannot name");
       queue.push_used(chain.head, 0);
     }
   }
