@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/fuzz/byte_reader.h"
 #include "vmm/control_connection.h"
 
 namespace vmm::fuzz {
@@ -43,25 +44,6 @@ constexpr std::size_t kMaxReply = kControlMaxLine + 512;
                static_cast<int>(std::min<std::size_t>(detail.size(), 300)), detail.data());
   std::abort();
 }
-
-class Reader {
- public:
-  Reader(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-  bool done() const { return at_ >= size_; }
-  std::uint8_t byte() { return at_ < size_ ? data_[at_++] : 0; }
-  unsigned u16() { return byte() | (static_cast<unsigned>(byte()) << 8); }
-  std::string_view bytes(std::size_t n) {
-    n = std::min(n, size_ - std::min(at_, size_));
-    const std::string_view out(reinterpret_cast<const char*>(data_ + at_), n);
-    at_ += n;
-    return out;
-  }
-
- private:
-  const std::uint8_t* data_;
-  std::size_t size_;
-  std::size_t at_ = 0;
-};
 
 // What the VM would answer. Cheap on purpose: the request parser has its
 // own target (control); here a backed-up client runs a thousand lines per
@@ -112,7 +94,7 @@ void check_replies(const Life& life) {
 }  // namespace
 
 int fuzz_control_stream(const std::uint8_t* data, std::size_t size) {
-  Reader in(data, size);
+  ByteReader in(data, size);
   const bool overflow = (in.byte() & 1) != 0;
   Life life;
   Clock::time_point now = Clock::time_point{} + std::chrono::hours(1);
@@ -127,10 +109,12 @@ int fuzz_control_stream(const std::uint8_t* data, std::size_t size) {
     if (line.find('\n') != std::string_view::npos) violated("a line with a newline inside:", line);
     if (line.size() + 1 > kControlMaxLine) violated("a line longer than the limit executed");
     if (overflow && life.executions > 0) violated("an overflow client had a second request executed");
+    // Earlier lines were checked already: this one must come next, newline included.
+    const std::size_t at = life.executed.size();
     life.executed.append(line);
     life.executed += '\n';
     ++life.executions;
-    if (life.sent.compare(0, life.executed.size(), life.executed) != 0) {
+    if (life.sent.compare(at, line.size() + 1, life.executed, at) != 0) {
       violated("the lines executed are not what the client sent, in order", line);
     }
     return fake_vm(line, only_forced_stop, forced_stop);

@@ -3,6 +3,7 @@
 // and every timer the guest arms fires at an exact, reproducible time. The
 // input format and the invariants are in device_fuzz.h.
 #include "tests/fuzz/device_fuzz.h"
+#include "tests/fuzz/byte_reader.h"
 
 #include <unistd.h>
 
@@ -527,22 +528,6 @@ std::unique_ptr<Rig> make_rig(FuzzedDevice device, Environment& env) {
   std::abort();
 }
 
-class Reader {
- public:
-  Reader(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-  bool done() const { return at_ >= size_; }
-  std::uint8_t byte() { return at_ < size_ ? data_[at_++] : (at_++, 0); }
-  std::uint16_t u16() {
-    const std::uint8_t low = byte();
-    return static_cast<std::uint16_t>(low | byte() << 8);
-  }
-
- private:
-  const std::uint8_t* data_;
-  std::size_t size_;
-  std::size_t at_ = 0;
-};
-
 }  // namespace
 
 std::string_view name(FuzzedDevice device) noexcept {
@@ -574,7 +559,7 @@ int fuzz_device(FuzzedDevice device, const std::uint8_t* data, std::size_t size)
     std::unique_ptr<Rig> rig = make_rig(device, env);
     timers::EventLoop& loop = env.loop();
     bool paused = false;
-    Reader in(data, size);
+    ByteReader in(data, size);
     while (!in.done()) {
       const std::uint8_t opcode = in.byte();
       const unsigned kind = opcode & 7;
