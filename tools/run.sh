@@ -9,6 +9,12 @@
 #                                 memory, clocks, RTC, HPET, the local timer),
 #                                 whose result is the exit status
 #   tools/run.sh --check          the self-check even on a terminal
+#   tools/run.sh --root-disk      Linux with its root on a virtio-blk disk
+#                                 (root=/dev/vda rw): build/release/linux-guest/
+#                                 root-disk.ext4, copied from the ext4 image
+#                                 make-guest builds on first use and kept, so
+#                                 what the guest writes there stays (delete
+#                                 it to start afresh)
 #   tools/run.sh --test-guest     the project's own test guest instead: every
 #                                 vCPU started, then every timer's rate and
 #                                 lateness (PIT, RTC, HPET, LAPIC)
@@ -28,13 +34,16 @@ vmm=build/release/vmm/vmm
 if [ "${1:-}" = "--guest-part" ]; then
   what=$2
   shift 2
+  disk_args=()
+  if [ "${1:-}" = --root-disk ]; then disk_args=(--disk "$2"); shift 2; fi
   case $what in
   linux-shell | linux-check)
     cmdline="console=ttyS0 quiet panic=-1"
     if [ "$what" = linux-shell ]; then cmdline+=" vmm.then=shell"; else cmdline+=" vmm.check"; fi
+    if [ ${#disk_args[@]} -gt 0 ]; then cmdline+=" root=/dev/vda rw"; fi
     status=0
     "$vmm" run --kernel "$linux_guest/kernel/vmlinuz" --initrd "$linux_guest/initramfs.cpio.gz" \
-      --cpus 2 --memory 512M --debug-exit --cmdline "$cmdline" "$@" || status=$?
+      --cpus 2 --memory 512M --debug-exit "${disk_args[@]}" --cmdline "$cmdline" "$@" || status=$?
     # The self-check powers off when it passes and reports a failure through
     # the debug-exit port: status 3 = (1 << 1) | 1.
     case $status in
@@ -64,9 +73,11 @@ if [ "${1:-}" = "--guest-part" ]; then
 fi
 
 part=
+root_disk=
 while [ $# -gt 0 ]; do
   case $1 in
   --test-guest) part=test-guest ;;
+  --root-disk) root_disk=$linux_guest/root-disk.ext4 ;;
   --check) part=linux-check ;;
   --) shift; break ;;
   -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -77,6 +88,10 @@ done
 if [ -z "$part" ]; then
   if [ -t 0 ] && [ -t 1 ]; then part=linux-shell; else part=linux-check; fi
 fi
+if [ -n "$root_disk" ] && [ "$part" = test-guest ]; then
+  echo "run: --root-disk is for Linux, not the test guest" >&2
+  exit 2
+fi
 
 tools/setup.sh
 cmake --preset release >/dev/null
@@ -86,4 +101,10 @@ else
   cmake --build --preset release -j "$(nproc)" --target vmm
   guest-images/linux/make-guest "$linux_guest" >/dev/null
 fi
-exec tools/kvm-lab --prefer-host --retry-lab-hang -- tools/run.sh --guest-part "$part" "$@"
+if [ -z "$root_disk" ]; then
+  exec tools/kvm-lab --prefer-host --retry-lab-hang -- tools/run.sh --guest-part "$part" "$@"
+fi
+[ -e "$root_disk" ] || cp --sparse=always "$linux_guest/rootfs.ext4" "$root_disk"
+# The lab sees the project read-only but for --rw folders: the guest writes its root.
+exec tools/kvm-lab --prefer-host --retry-lab-hang --rw "$PWD/$linux_guest" -- \
+  tools/run.sh --guest-part "$part" --root-disk "$root_disk" "$@"

@@ -3,7 +3,7 @@
 // without root (mke2fs -d), reads a file the host put there, writes a
 // pattern of its own and a copy of what it read, syncs, unmounts and powers
 // off. The host then checks every byte through e2fsprogs (debugfs) and that
-// the file system is clean (e2fsck -fn).
+// the file system is clean (e2fsck -fn). Then Linux with its root on a disk.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -205,6 +205,68 @@ TEST(LinuxDisk, RebootWithWritesInFlightThenEveryDiskWorksAgain) {
   const ProcessResult fsck = run_process({tool("e2fsck"), "-fn", image}, std::chrono::seconds(60));
   EXPECT_EQ(fsck.exit_status, 0) << fsck.out << fsck.err;
   EXPECT_TRUE(read_file(ro_image) == ro_bytes) << "the read-only image changed";
+}
+
+// Linux with its root on a disk: the initramfs loads virtio_pci and
+// virtio_blk, mounts the image build-guest made as the root and switches to
+// it; the /init there writes a line to the disk, reboots (the VMM resets the
+// disk with everything else) and, on the second boot, switches again, writes
+// again and powers off. The root is remounted read-only before each end, so
+// the host finds both lines, nothing in the journal and a clean file system.
+TEST(LinuxDisk, RootOnTheDiskAcrossARebootThenCleanAtPowerOff) {
+  VMM_REQUIRE_LINUX_GUEST();
+
+  TempDir dir("vmm-linux-root");
+  const std::string image = dir.file("rootfs.ext4");
+  const ProcessResult copy = run_process({"/bin/cp", "--sparse=always", linux_root_disk(), image});
+  ASSERT_EQ(copy.exit_status, 0) << "copying " << linux_root_disk() << ": " << copy.err;
+
+  const std::string cmdline =
+      "console=ttyS0 panic=-1 root=/dev/vda rw vmm.run=echo,boot,>>,/root/boots.txt "
+      "vmm.reboots=1 vmm.reboot_methods=acpi";
+  const ProcessResult run = run_process({VMM_BINARY, "run", "--kernel", kernel(), "--initrd", initramfs(),
+                                         "--memory", "512M", "--cpus", "1", "--cmdline", cmdline, "--disk", image},
+                                        std::chrono::seconds(900));
+  const std::string log = "--- guest console ---\n" + run.out + "\n--- vmm stderr ---\n" + run.err;
+  ASSERT_FALSE(run.timed_out) << log;
+  ASSERT_EQ(run.exit_status, 0) << log;
+  EXPECT_EQ(lines_with(run.out, "vmm-initramfs: switching root to /dev/vda (rw)").size(), 2u) << log;
+  EXPECT_EQ(lines_with(run.out, "VMMCHECK root device=/dev/vda fstype=ext4 mode=rw").size(), 2u) << log;
+  EXPECT_EQ(lines_with(run.out, "VMMCHECK reboot boot=").size(), 2u) << log;
+  EXPECT_EQ(lines_with(run.out, "VMMCHECK root status=fail").size(), 0u) << log;
+
+  const std::string boots = dir.file("boots.txt");
+  const ProcessResult dump = run_process({tool("debugfs"), "-R", "dump /root/boots.txt " + boots, image});
+  ASSERT_EQ(dump.exit_status, 0) << dump.err;
+  const std::vector<std::uint8_t> text = read_file(boots);
+  EXPECT_EQ(std::string(text.begin(), text.end()), "boot\nboot\n") << log;
+  // Remounted read-only before the end: nothing left in the journal to
+  // replay (a root that was only synced still carries needs_recovery).
+  const ProcessResult super = run_process({tool("dumpe2fs"), "-h", image}, std::chrono::seconds(60));
+  ASSERT_EQ(super.exit_status, 0) << super.err;
+  EXPECT_NE(super.out.find("Filesystem features:"), std::string::npos) << super.out;
+  EXPECT_EQ(super.out.find("needs_recovery"), std::string::npos) << "the root was left mounted\n" << super.out;
+  const ProcessResult fsck = run_process({tool("e2fsck"), "-fn", image}, std::chrono::seconds(60));
+  EXPECT_EQ(fsck.exit_status, 0) << "the root was not left clean\n" << fsck.out << fsck.err;
+}
+
+// A root that cannot be mounted is the guest's failure, reported on the
+// serial line and through the debug-exit port, not a hang or a panic.
+TEST(LinuxDisk, ARootThatCannotBeMountedIsAReportedFailure) {
+  VMM_REQUIRE_LINUX_GUEST();
+
+  TempDir dir("vmm-linux-badroot");
+  const std::string blank = dir.create("blank.img", 8 << 20);
+  const ProcessResult run = run_process({VMM_BINARY, "run", "--kernel", kernel(), "--initrd", initramfs(),
+                                         "--memory", "512M", "--cpus", "1", "--debug-exit", "--cmdline",
+                                         "console=ttyS0 panic=-1 root=/dev/vda", "--disk", blank},
+                                        std::chrono::seconds(900));
+  const std::string log = "--- guest console ---\n" + run.out + "\n--- vmm stderr ---\n" + run.err;
+  ASSERT_FALSE(run.timed_out) << log;
+  // The init's failure: debug-exit value 1, which vmm reports as (1 << 1) | 1.
+  EXPECT_EQ(run.exit_status, 3) << log;
+  EXPECT_EQ(lines_with(run.out, "VMMCHECK root status=fail device=/dev/vda").size(), 1u) << log;
+  EXPECT_EQ(lines_with(run.out, "vmm-initramfs: switching root").size(), 0u) << log;
 }
 
 }  // namespace

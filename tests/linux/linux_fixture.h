@@ -35,6 +35,9 @@ inline std::string linux_kernel(KernelFormat format) {
   return linux_guest_dir() + (format == KernelFormat::bzimage ? "/kernel/vmlinuz" : "/kernel/vmlinux");
 }
 inline std::string linux_initrd() { return linux_guest_dir() + "/initramfs.cpio.gz"; }
+// An ext4 image of the initramfs's userland (with the same /init), for
+// root=/dev/vda. Tests boot copies: the guest writes to its root.
+inline std::string linux_root_disk() { return linux_guest_dir() + "/rootfs.ext4"; }
 
 // One "VMMCHECK <what> key=value ..." line. Values may be quoted ("...").
 struct Check {

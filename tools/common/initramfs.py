@@ -39,6 +39,22 @@ class Archive:
             if applet != "bin/busybox":
                 self.symlink(applet, "/bin/busybox")
 
+    def write_tree(self, folder):
+        """Writes the entries as files under folder (which must not exist), for
+        `mke2fs -d`. Device nodes are left out: making them needs root, and
+        the guest mounts devtmpfs on /dev before anything opens one."""
+        os.makedirs(folder)
+        for name, mode, data, _ in self.entries:
+            path = os.path.join(folder, name)
+            if stat.S_ISDIR(mode):
+                os.makedirs(path, exist_ok=True)
+            elif stat.S_ISLNK(mode):
+                os.symlink(data.decode(), path)
+            elif stat.S_ISREG(mode):
+                with open(path, "wb") as f:
+                    f.write(data)
+                os.chmod(path, stat.S_IMODE(mode))
+
     def write(self, path):
         """Writes the archive (uncompressed) to path, atomically."""
         def pad(n):
