@@ -17,6 +17,13 @@ function(vmm_add_gtest name)
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main Threads::Threads)
   vmm_warnings(${name})
+  # The tests' own code is compiled at -Og in every configuration: it is
+  # half of each build's compile time, and -Og compiles it in ~40% less time
+  # than -O1/-O2 (GoogleTest's macros and fmt's templates are what costs).
+  # The code under test keeps its configuration's flags: the libraries, vmm
+  # and vmm-stress are built apart (an inline function that a test uses as
+  # well may end up as the test's -Og copy: the linker keeps one).
+  target_compile_options(${name} PRIVATE -Og)
   list(GET ARG_LABELS 0 first_label)
   gtest_discover_tests(${name}
     DISCOVERY_MODE PRE_TEST
