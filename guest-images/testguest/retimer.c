@@ -129,10 +129,13 @@ static bool check(const char *phase, const char *name, const struct rstat *r, ui
      * host lose periods), at most 10% above it (a re-arm never makes a
      * timer due sooner), no silence longer than 200 ticks of 1 ms (a lost
      * re-arm leaves the timer silent for good; a busy host stalls for tens
-     * of ms), and fewer than 10% of gaps under half a period.
+     * of ms), and a few gaps under half a period: two, or 10% of them.
+     * A phase counts fewer than 20 interrupts when the tick is long (a slow
+     * host), and there one host stall can give two short gaps: QEMU, on
+     * the same guest in the same nested lab, shows them too.
      */
     bool ok = r->count >= ms * nominal_hz / 4000 && hz * 10 <= nominal_hz * 11 &&
-              max_gap_us <= 200 * (int64_t)lapic_us && r->early * 10 <= r->count;
+              max_gap_us <= 200 * (int64_t)lapic_us && (r->early <= 2 || r->early * 10 <= r->count);
     if (!ok)
         kprintf("testguest: retimer %s: %s out of bounds (nominal %lu Hz)\n", phase, name, nominal_hz);
     return ok;
