@@ -324,20 +324,13 @@ TEST(LinuxDisk, ForcedStopsInAnFsyncLoopLoseNothingTheGuestSawFlushed) {
                         std::chrono::seconds(300));
     });
     // Any announced record (the console ends its lines with \r\n).
-    const std::string first = "VMMFLUSHED c" + std::to_string(cycle) + " r";
-    bool writing = false;
-    for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(240);
-         !writing && std::chrono::steady_clock::now() < end;) {
-      const std::vector<std::uint8_t> text = read_file(serial);
-      writing = std::string(text.begin(), text.end()).find(first) != std::string::npos;
-      if (!writing) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    const bool writing =
+        wait_for_serial(serial, "VMMFLUSHED c" + std::to_string(cycle) + " r", std::chrono::seconds(240));
     // The random moment of the loop at which the power goes.
     std::this_thread::sleep_for(std::chrono::milliseconds(random() % 2000));
     const ProcessResult stop = run_process({VMM_BINARY, "ctl", socket, "stop", "--force"});
     runner.join();
-    const std::vector<std::uint8_t> console_bytes = read_file(serial);
-    const std::string console(console_bytes.begin(), console_bytes.end());
+    const std::string console = read_serial(serial);
     const std::string log = "--- guest console ---\n" + console + "\n--- vmm stderr ---\n" + run.err;
     ASSERT_TRUE(writing) << "the guest never started writing\n" << log;
     ASSERT_EQ(stop.exit_status, 0) << stop.out << stop.err;

@@ -8,11 +8,14 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/common/skip.h"
@@ -38,6 +41,21 @@ inline std::string linux_initrd() { return linux_guest_dir() + "/initramfs.cpio.
 // An ext4 image of the initramfs's userland (with the same /init), for
 // root=/dev/vda. Tests boot copies: the guest writes to its root.
 inline std::string linux_root_disk() { return linux_guest_dir() + "/rootfs.ext4"; }
+
+// What a guest has written so far to a `--serial file:PATH` console.
+inline std::string read_serial(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Polls that console until `needle` appears; false if it did not in time.
+inline bool wait_for_serial(const std::string& path, const std::string& needle, std::chrono::milliseconds timeout) {
+  for (auto end = std::chrono::steady_clock::now() + timeout; std::chrono::steady_clock::now() < end;) {
+    if (read_serial(path).find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return read_serial(path).find(needle) != std::string::npos;
+}
 
 // One "VMMCHECK <what> key=value ..." line. Values may be quoted ("...").
 struct Check {

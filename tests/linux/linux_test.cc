@@ -28,13 +28,6 @@ using namespace std::chrono_literals;
 
 constexpr double kHz = 250;  // Debian's cloud kernel: CONFIG_HZ=250
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string text;
-  std::getline(in, text, '\0');
-  return text;
-}
-
 // ------------------------------------------------------------ boot + tick
 
 struct TimerCase {
@@ -218,18 +211,14 @@ TEST_P(LinuxLifecycle, SigtermPowersTheGuestOffThroughItsPowerButton) {
                      [&](pid_t pid) { child.store(pid); });
   });
   // Ready once acpid runs: the guest prints its ready line after starting it.
-  bool ready = false;
-  for (auto end = std::chrono::steady_clock::now() + 180s; !ready && std::chrono::steady_clock::now() < end;) {
-    ready = read_text(serial).find("vmm-initramfs: running: sleep 600") != std::string::npos;
-    if (!ready) std::this_thread::sleep_for(100ms);
-  }
+  const bool ready = wait_for_serial(serial.string(), "vmm-initramfs: running: sleep 600", 180s);
   const auto pressed = std::chrono::steady_clock::now();
   if (child.load() != 0) ::kill(child.load(), SIGTERM);
   runner.join();
   ASSERT_TRUE(ready) << "the guest never got to its command";
   EXPECT_EQ(run.process.exit_status, 0) << "powered off by the guest, not stopped by force\n" << run.transcript();
   EXPECT_LT(std::chrono::steady_clock::now() - pressed, 4s);
-  const std::string text = read_text(serial);
+  const std::string text = read_serial(serial.string());
   EXPECT_NE(text.find("power button: powering off"), std::string::npos) << text;
   std::filesystem::remove(serial);
 }
