@@ -257,6 +257,13 @@ VmStatus Vm::status() const {
   return s;
 }
 
+std::string Vm::describe_boot_age() const {
+  std::lock_guard lock(mu_);
+  const std::uint64_t runs = vcpus_.empty() ? 0 : vcpus_[0]->stats().runs - boot_started_runs_;
+  return fmt::format("{:.1f} ms and {} vCPU 0 entries into boot {}",
+                     static_cast<double>(now_ns() - boot_started_) / 1e6, runs, generation_.load());
+}
+
 void Vm::set_state(VmState state) noexcept {
   std::lock_guard lock(mu_);
   state_ = state;
@@ -365,7 +372,7 @@ VmOutcome Vm::run() {
         if (stop_deadline_) {
           return end(VmEnd::stopped, kExitStoppedByHost, "guest reset while stopping (" + report.message + ")");
         }
-        spdlog::info("vm: reset ({})", report.message);
+        spdlog::info("vm: reset ({}) {}", report.message, describe_boot_age());
         try {
           do_reset();
         } catch (const Error& e) {
@@ -435,6 +442,7 @@ void Vm::do_reset() {
     std::lock_guard lock(mu_);
     generation_.fetch_add(1, std::memory_order_acq_rel);
     boot_started_ = now;
+    boot_started_runs_ = vcpus_[0]->stats().runs;
     state_ = VmState::running;
   }
   start_vcpus();

@@ -187,6 +187,8 @@ class Vm final : private VcpuEvents {
   void do_pause();
   void do_resume();
   VmOutcome end(VmEnd end, int status, std::string message) noexcept;
+  // "12.3 ms and 456 vCPU 0 entries into boot 7", for the reset log line.
+  std::string describe_boot_age() const;
   void set_state(VmState state) noexcept;
 
   const VmConfig config_;
@@ -230,6 +232,10 @@ class Vm final : private VcpuEvents {
   std::atomic<std::uint64_t> generation_{0};
   std::uint64_t coalesced_resets_ = 0;
   timers::Nanos boot_started_ = 0;
+  // vCPU 0's KVM_RUN count when this boot started: a reset's log line says
+  // how far into the boot it came (a stale event ends a boot at its first
+  // entries, a guest crash later).
+  std::uint64_t boot_started_runs_ = 0;
   std::optional<timers::Nanos> stop_deadline_;
   bool ran_ = false;
 };

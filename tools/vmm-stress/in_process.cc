@@ -172,7 +172,10 @@ int run_reboot_in_process(const Options& o) {
         continue;
       }
       slot.set("a VM rebooting " + std::to_string(m) + " times (" + cmdline + ")",
-               [&vm] { return describe_status(*vm); });
+               [&vm, &serial] {
+                 // A hang report shows where the guest got to, not only the VM's state.
+                 return describe_status(*vm) + "\n  guest's last lines:\n" + tail(serial.text(), 20);
+               });
       std::uint64_t counted = 0;
       VmOutcome outcome;
       {
