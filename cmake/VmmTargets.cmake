@@ -24,6 +24,11 @@ function(vmm_add_gtest name)
   # and vmm-stress are built apart (an inline function that a test uses as
   # well may end up as the test's -Og copy: the linker keeps one).
   target_compile_options(${name} PRIVATE -Og)
+  # GoogleTest's and spdlog's headers are parsed once per translation unit:
+  # batching a binary's tests into a few units parses them a few times.
+  if(VMM_UNITY_TESTS)
+    set_target_properties(${name} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 6)
+  endif()
   list(GET ARG_LABELS 0 first_label)
   gtest_discover_tests(${name}
     DISCOVERY_MODE PRE_TEST

@@ -8,7 +8,7 @@
 namespace vmm::devices {
 namespace {
 
-struct Recorder {
+struct ExitRecorder {
   std::vector<std::uint64_t> statuses;
   DebugExit device{[this](std::uint64_t status) { statuses.push_back(status); }};
 
@@ -16,7 +16,7 @@ struct Recorder {
 };
 
 TEST(DebugExit, StatusIsValueShiftedLeftWithLowBitSet) {
-  Recorder r;
+  ExitRecorder r;
   r.write(0, {0x00});
   r.write(0, {0x10});
   r.write(0, {0x7F});
@@ -25,7 +25,7 @@ TEST(DebugExit, StatusIsValueShiftedLeftWithLowBitSet) {
 }
 
 TEST(DebugExit, EveryWidthIsZeroExtended) {
-  Recorder r;
+  ExitRecorder r;
   r.write(0, {0x34, 0x12});
   r.write(0, {0x78, 0x56, 0x34, 0x12});
   r.write(0, {0xFF, 0xFF, 0xFF, 0xFF});
@@ -34,7 +34,7 @@ TEST(DebugExit, EveryWidthIsZeroExtended) {
 }
 
 TEST(DebugExit, AnyOffsetInTheWindowExits) {
-  Recorder r;
+  ExitRecorder r;
   for (std::uint64_t offset = 0; offset < DebugExit::kSize; ++offset) r.write(offset, {0x02});
   EXPECT_EQ(r.statuses, (std::vector<std::uint64_t>(4, 0x05)));
 }
@@ -46,7 +46,7 @@ TEST(DebugExit, ExitCodeKeepsTheLowByteLikeQemu) {
 }
 
 TEST(DebugExit, ReadsReturnAllOnesAndDoNotExit) {
-  Recorder r;
+  ExitRecorder r;
   for (std::size_t width : {1u, 2u, 4u, 8u}) {
     std::vector<std::uint8_t> data(width, 0);
     r.device.read(0, data);
@@ -56,7 +56,7 @@ TEST(DebugExit, ReadsReturnAllOnesAndDoNotExit) {
 }
 
 TEST(DebugExit, EmptyWriteAndMissingCallbackAreHarmless) {
-  Recorder r;
+  ExitRecorder r;
   r.write(0, {});
   EXPECT_TRUE(r.statuses.empty());
   DebugExit no_callback{nullptr};

@@ -8,13 +8,13 @@
 namespace vmm::devices {
 namespace {
 
-struct Recorder {
+struct PanicRecorder {
   int panics = 0;
   PvPanic device{[this] { ++panics; }};
 };
 
 TEST(PvPanic, ReadsTheEventsItSupports) {
-  Recorder r;
+  PanicRecorder r;
   std::vector<std::uint8_t> byte(1, 0xAA);
   r.device.read(0, byte);
   EXPECT_EQ(byte[0], PvPanic::kPanicked | PvPanic::kCrashLoaded);
@@ -24,7 +24,7 @@ TEST(PvPanic, ReadsTheEventsItSupports) {
 }
 
 TEST(PvPanic, OnlyThePanickedBitEndsTheVm) {
-  Recorder r;
+  PanicRecorder r;
   const std::vector<std::uint8_t> crash_loaded{PvPanic::kCrashLoaded};
   const std::vector<std::uint8_t> nothing{0};
   const std::vector<std::uint8_t> panicked{PvPanic::kPanicked};

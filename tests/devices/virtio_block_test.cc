@@ -16,7 +16,7 @@ namespace {
 
 using testing::BlockRig;
 using B = VirtioBlock;
-constexpr std::uint16_t N = SplitQueue::kDescNext, W = SplitQueue::kDescWrite;
+constexpr std::uint16_t kNext = SplitQueue::kDescNext, kWrite = SplitQueue::kDescWrite;
 
 std::uint64_t config64(BlockRig& rig, std::uint32_t offset) {
   return rig.driver.read(VirtioPciFunction::kDeviceOffset + offset, 4) |
@@ -233,18 +233,18 @@ TEST(VirtioBlock, MalformedRequestsGetAnErrorAndTheDeviceGoesOn) {
   ring.set_desc(0, BlockRig::kHeaders, 16, 0);
   ring.publish(0);
   // A header of 8 bytes: IOERR in the status byte.
-  ring.set_desc(3, BlockRig::kHeaders, 8, N, 4);
-  ring.set_desc(4, BlockRig::kHeaders + 0x20, 1, W);
+  ring.set_desc(3, BlockRig::kHeaders, 8, kNext, 4);
+  ring.set_desc(4, BlockRig::kHeaders + 0x20, 1, kWrite);
   rig.memory.write_obj(BlockRig::kHeaders + 0x20, std::uint8_t{0xAA});
   ring.publish(3);
   // A descriptor loop.
-  ring.set_desc(6, BlockRig::kHeaders, 16, N, 7);
-  ring.set_desc(7, BlockRig::kHeaders, 16, N, 6);
+  ring.set_desc(6, BlockRig::kHeaders, 16, kNext, 7);
+  ring.set_desc(7, BlockRig::kHeaders, 16, kNext, 6);
   ring.publish(6);
   // A data buffer outside guest memory.
-  ring.set_desc(9, BlockRig::kHeaders, 16, N, 10);
-  ring.set_desc(10, 0xFFFF'F000, 512, W | N, 11);
-  ring.set_desc(11, BlockRig::kHeaders + 0x20, 1, W);
+  ring.set_desc(9, BlockRig::kHeaders, 16, kNext, 10);
+  ring.set_desc(10, 0xFFFF'F000, 512, kWrite | kNext, 11);
+  ring.set_desc(11, BlockRig::kHeaders + 0x20, 1, kWrite);
   ring.publish(9);
   rig.driver.kick();
   ASSERT_EQ(ring.used_idx(), 4);
@@ -290,9 +290,9 @@ TEST(VirtioBlock, IndirectAndOddlyFramedRequests) {
   header[0] = B::kTypeIn;
   header[8] = 5;
   rig.memory.write(0x61000, header);
-  ring.write_desc(table, 0, 0x61000, 10, N, 1);
-  ring.write_desc(table, 1, 0x61000 + 10, 6, N, 2);
-  ring.write_desc(table, 2, 0x62000, 513, W);
+  ring.write_desc(table, 0, 0x61000, 10, kNext, 1);
+  ring.write_desc(table, 1, 0x61000 + 10, 6, kNext, 2);
+  ring.write_desc(table, 2, 0x62000, 513, kWrite);
   ring.set_desc(0, table, 48, SplitQueue::kDescIndirect);
   ring.publish(0);
   rig.driver.kick();
