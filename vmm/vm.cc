@@ -1,6 +1,7 @@
 #include "vmm/vm.h"
 
 #include <sched.h>
+#include <thread>
 #include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
 #include <sys/sysinfo.h>
@@ -264,6 +265,52 @@ std::string Vm::describe_boot_age() const {
                      static_cast<double>(now_ns() - boot_started_) / 1e6, runs, generation_.load());
 }
 
+std::string Vm::sample_vcpus(unsigned samples, std::chrono::milliseconds interval,
+                             std::chrono::milliseconds timeout) {
+  std::uint64_t ticket = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (state_ == VmState::ended) return "the VM has ended\n";
+    sample_count_ = std::max(1u, samples);
+    sample_interval_ = interval;
+    ticket = ++samples_asked_;
+  }
+  post(Request::sample, ticket);
+  std::unique_lock lock(mu_);
+  if (!wake_.wait_for(lock, timeout, [&] { return samples_answered_ >= ticket; })) {
+    return "no answer from the control thread within " + std::to_string(timeout.count()) + " ms (handling " +
+           (handling_ ? std::to_string(static_cast<int>(*handling_)) : std::string("nothing")) + ")\n";
+  }
+  return sample_answer_;
+}
+
+// Control thread. A vCPU paused by the host stays paused; a running one is
+// paused only for as long as it takes to read it (its pending I/O completes
+// first, so the registers are an instruction boundary's).
+std::string Vm::describe_vcpus() {
+  std::string out;
+  for (auto& thread : vcpus_) {
+    const VcpuStats st = thread->stats();
+    out += fmt::format("vcpu {}: {}, {} entries ({} io, {} mmio, {} hlt, {} intr)", thread->index(),
+                       to_string(thread->state()), st.runs, st.io_exits, st.mmio_exits, st.hlt_exits, st.intr_exits);
+    const bool was_running = thread->state() == VcpuState::running;
+    if (was_running) thread->pause();
+    if (thread->state() == VcpuState::paused) {
+      try {
+        const kvm_regs r = thread->vcpu().regs();
+        const kvm_sregs sr = thread->vcpu().sregs();
+        out += fmt::format(": rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs.l={}",
+                           r.rip, r.rsp, r.rflags, sr.cr0, sr.cr3, sr.cr4, sr.efer, sr.cs.l);
+      } catch (const Error& e) {
+        out += std::string(": registers unreadable: ") + e.what();
+      }
+    }
+    if (was_running) thread->resume();
+    out += "\n";
+  }
+  return out;
+}
+
 void Vm::set_state(VmState state) noexcept {
   std::lock_guard lock(mu_);
   state_ = state;
@@ -402,6 +449,18 @@ VmOutcome Vm::run() {
         break;
       case Request::force_stop:
         return end(VmEnd::stopped, kExitStoppedByHost, report.message);
+      case Request::sample: {
+        std::string answer;
+        for (unsigned i = 0; i < sample_count_; ++i) {
+          if (i != 0) std::this_thread::sleep_for(sample_interval_);
+          answer += describe_vcpus();
+        }
+        std::lock_guard lock(mu_);
+        sample_answer_ = std::move(answer);
+        samples_answered_ = report.value;
+        wake_.notify_all();
+        break;
+      }
     }
   }
 }

@@ -151,6 +151,14 @@ class Vm final : private VcpuEvents {
   void force_stop();
 
   VmStatus status() const;
+
+  // Where each vCPU is, for hang reports: the control thread pauses each
+  // running vCPU, reads its registers and exit counts, lets it go, and does
+  // that `samples` times, `interval` apart (a guest spinning in one place
+  // shows the same RIP each time). One line per sample and vCPU, or why
+  // there is no answer within `timeout` (the control thread is busy).
+  std::string sample_vcpus(unsigned samples, std::chrono::milliseconds interval,
+                           std::chrono::milliseconds timeout);
   devices::Serial& serial() noexcept { return platform_->serial(); }
   devices::BootProgress& boot_progress() noexcept { return platform_->boot_progress(); }
   unsigned vcpu_count() const noexcept { return static_cast<unsigned>(vcpus_.size()); }
@@ -159,7 +167,7 @@ class Vm final : private VcpuEvents {
 
  private:
   enum class Request : std::uint8_t {
-    reset, poweroff, debug_exit, fatal, guest_panic, pause, resume, stop, force_stop,
+    reset, poweroff, debug_exit, fatal, guest_panic, pause, resume, stop, force_stop, sample,
   };
   struct Report {
     Request request;
@@ -190,6 +198,7 @@ class Vm final : private VcpuEvents {
   // "12.3 ms and 456 vCPU 0 entries into boot 7", for the reset log line.
   std::string describe_boot_age() const;
   void set_state(VmState state) noexcept;
+  std::string describe_vcpus();
 
   const VmConfig config_;
   timers::CyclicSystem& timers_;
@@ -237,6 +246,11 @@ class Vm final : private VcpuEvents {
   // entries, a guest crash later).
   std::uint64_t boot_started_runs_ = 0;
   std::optional<timers::Nanos> stop_deadline_;
+  // sample_vcpus(): the request's parameters and the control thread's answer.
+  unsigned sample_count_ = 0;
+  std::chrono::milliseconds sample_interval_{0};
+  std::uint64_t samples_asked_ = 0, samples_answered_ = 0;
+  std::string sample_answer_;
   bool ran_ = false;
 };
 
