@@ -201,6 +201,32 @@ TEST(VmInProcess, ResetWhilePausedRestartsEveryTimer) {
   EXPECT_EQ(outcome.exit_status, kGuestOk) << "the rebooted guest's timers did not all fire: " << outcome.message;
 }
 
+// Hang reports sample where each vCPU is: every vCPU answers with its
+// registers each time, and the guest, paused only to be read, still passes.
+TEST(VmInProcess, SamplingTheVcpusReadsEachAndLetsTheGuestRunOn) {
+  VMM_REQUIRE_KVM();
+  KvmSystem kvm;
+  timers::CyclicSystem timers;
+  Vm vm(config_for("test=timers", 2), kvm, timers);
+  Running running(vm);
+  ASSERT_TRUE(eventually([&] { return vm.status().state == VmState::running; }));
+  const std::string samples = vm.sample_vcpus(3, std::chrono::milliseconds(5), std::chrono::seconds(10));
+  for (const char* vcpu : {"vcpu 0: ", "vcpu 1: "}) {
+    std::size_t seen = 0;
+    for (std::size_t at = samples.find(vcpu); at != std::string::npos; at = samples.find(vcpu, at + 1)) {
+      const std::size_t end = samples.find('\n', at);
+      const std::string line = samples.substr(at, end - at);
+      // A vCPU in HLT or waiting for its SIPI is paused and read the same way.
+      EXPECT_NE(line.find(" rip=0x"), std::string::npos) << line;
+      ++seen;
+    }
+    EXPECT_EQ(seen, 3u) << samples;
+  }
+  const VmOutcome outcome = running.get();
+  EXPECT_EQ(outcome.exit_status, kGuestOk) << outcome.message;
+  EXPECT_EQ(vm.sample_vcpus(1, std::chrono::milliseconds(0), std::chrono::seconds(1)), "the VM has ended\n");
+}
+
 TEST(VmInProcess, RequestsThatMakeNoSenseAreRefusedWithAReason) {
   VMM_REQUIRE_KVM();
   refuses_senseless_requests(false);
