@@ -114,6 +114,11 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
         std::erase_if(reset_msrs_, [](std::uint32_t msr) { return msr == kMsrKvmPvEoi || msr == kMsrKvmAsyncPfInt; });
       }
     }
+    if (i == 0 && spdlog::should_log(spdlog::level::debug)) {
+      std::string listed;
+      for (std::uint32_t msr : reset_msrs_) listed += fmt::format(" {:#x}", msr);
+      spdlog::debug("vm: {} MSRs put back at every reset:{}", reset_msrs_.size(), listed);
+    }
     power_on_.push_back(vcpu.snapshot(reset_msrs_));
     created.push_back(std::move(vcpu));
   }
@@ -486,13 +491,18 @@ void Vm::do_reset() {
   // Before memory is reloaded: no request of the old boot may still be
   // reading or writing it.
   if (disks_) disks_->reset();
+  // Also before: the old boot registered guest memory with KVM through MSRs
+  // (kvmclock, steal time, async page faults), and KVM writes there until
+  // the power-on state turns them off; steal time's "preempted" byte is
+  // written whenever the thread in a vCPU ioctl is preempted, this very
+  // restore included. Any such write must land in the old boot's memory.
+  for (std::size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->vcpu().restore(power_on_[i]);
 
   memory_.discard();
   image_ = boot::load(memory_, config_.boot, files_);
   if (routes_) routes_->clear();
   const timers::Nanos now = now_ns();
   platform_->reset(*timer_loop_.load(), now);  // also republishes every IOAPIC route, resets the LAPICs
-  for (std::size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->vcpu().restore(power_on_[i]);
   for (auto& lapic : vcpu_lapics_) lapic->reset();
   apply_entry_state(vcpus_[0]->vcpu(), image_.entry);
   setup_boot_lapic();
