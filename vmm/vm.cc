@@ -272,21 +272,27 @@ std::string Vm::describe_boot_age() const {
 
 std::string Vm::sample_vcpus(unsigned samples, std::chrono::milliseconds interval,
                              std::chrono::milliseconds timeout) {
-  std::uint64_t ticket = 0;
-  {
-    std::lock_guard lock(mu_);
-    if (state_ == VmState::ended) return "the VM has ended\n";
-    sample_count_ = std::max(1u, samples);
-    sample_interval_ = interval;
-    ticket = ++samples_asked_;
+  // The waits between samples happen here, so the control thread is never
+  // kept from the VM's other requests for longer than one reading.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string answer;
+  for (unsigned i = 0; i < std::max(1u, samples); ++i) {
+    if (i != 0) std::this_thread::sleep_for(interval);
+    std::uint64_t ticket = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (state_ == VmState::ended) return answer + "the VM has ended\n";
+      ticket = ++samples_asked_;
+    }
+    post(Request::sample, ticket);
+    std::unique_lock lock(mu_);
+    if (!wake_.wait_until(lock, deadline, [&] { return samples_answered_ >= ticket; })) {
+      return answer + "no answer from the control thread within " + std::to_string(timeout.count()) +
+             " ms (it is busy with another request)\n";
+    }
+    answer += sample_answer_;
   }
-  post(Request::sample, ticket);
-  std::unique_lock lock(mu_);
-  if (!wake_.wait_for(lock, timeout, [&] { return samples_answered_ >= ticket; })) {
-    return "no answer from the control thread within " + std::to_string(timeout.count()) + " ms (handling " +
-           (handling_ ? std::to_string(static_cast<int>(*handling_)) : std::string("nothing")) + ")\n";
-  }
-  return sample_answer_;
+  return answer;
 }
 
 // Control thread. A vCPU paused by the host stays paused; a running one is
@@ -455,11 +461,7 @@ VmOutcome Vm::run() {
       case Request::force_stop:
         return end(VmEnd::stopped, kExitStoppedByHost, report.message);
       case Request::sample: {
-        std::string answer;
-        for (unsigned i = 0; i < sample_count_; ++i) {
-          if (i != 0) std::this_thread::sleep_for(sample_interval_);
-          answer += describe_vcpus();
-        }
+        std::string answer = describe_vcpus();
         std::lock_guard lock(mu_);
         sample_answer_ = std::move(answer);
         samples_answered_ = report.value;

@@ -246,9 +246,7 @@ class Vm final : private VcpuEvents {
   // entries, a guest crash later).
   std::uint64_t boot_started_runs_ = 0;
   std::optional<timers::Nanos> stop_deadline_;
-  // sample_vcpus(): the request's parameters and the control thread's answer.
-  unsigned sample_count_ = 0;
-  std::chrono::milliseconds sample_interval_{0};
+  // sample_vcpus(): requests numbered, and the control thread's last answer.
   std::uint64_t samples_asked_ = 0, samples_answered_ = 0;
   std::string sample_answer_;
   bool ran_ = false;
