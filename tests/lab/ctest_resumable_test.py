@@ -46,24 +46,24 @@ class CtestResumable(unittest.TestCase):
         log = f"echo $0 >> {self.runs}"
         # $0 in `sh -c SCRIPT` is the first argument after the script: none,
         # so record the test by its own name instead.
-        write_suite(self.dir, [(n, s.replace("$0", n.replace('"', ""))) for n, s in [
-            ("First", log), ("Param/Test.Name/\"a.b\"", log),
+        write_suite(self.dir, [(n, s.replace("$0", n.split("  #")[0].replace('"', ""))) for n, s in [
+            ("First", log), ("Param/Test.Name/\"a.b\"", log), ("Param/Test.Name/c  # GetParam() = c", log),
             ("Dies", f"{log}; if [ ! -e {self.dir}/died ]; then touch {self.dir}/died; "
                      f"kill -9 $(ps -o ppid= -p $PPID); sleep 5; fi"),
             ("Last", log)]])
         cut = self.run_tool()
         self.assertEqual(cut.returncode, -9, cut.stdout + cut.stderr)
-        self.assertEqual(self.ran(), ["First", "Param/Test.Name/a.b", "Dies"])
+        self.assertEqual(self.ran(), ["First", "Param/Test.Name/a.b", "Param/Test.Name/c", "Dies"])
 
         resumed = self.run_tool()
         self.assertEqual(resumed.returncode, 0, resumed.stdout + resumed.stderr)
-        self.assertIn("2 of 4 tests already have a result (0 failed); running the other 2", resumed.stdout)
-        self.assertEqual(self.ran(), ["First", "Param/Test.Name/a.b", "Dies", "Dies", "Last"])
+        self.assertIn("3 of 5 tests already have a result (0 failed); running the other 2", resumed.stdout)
+        self.assertEqual(self.ran(), ["First", "Param/Test.Name/a.b", "Param/Test.Name/c", "Dies", "Dies", "Last"])
 
         again = self.run_tool()
         self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
-        self.assertIn("4 of 4 tests already have a result", again.stdout)
-        self.assertEqual(len(self.ran()), 5, "a finished run runs nothing more")
+        self.assertIn("5 of 5 tests already have a result", again.stdout)
+        self.assertEqual(len(self.ran()), 6, "a finished run runs nothing more")
 
     def test_a_failure_before_the_cut_fails_the_resumed_run_and_is_not_rerun(self):
         write_suite(self.dir, [
