@@ -829,11 +829,16 @@ std::string Lapic::describe() const {
     }
     return out.empty() ? std::string("-") : out;
   };
+  // The timer's lock comes before mu_ (see the header).
+  const timers::Nanos deadline = timer_.deadline();
+  const LapicTimer::Stats timer = timer_.stats();
   std::lock_guard lock(mu_);
   return fmt::format("lapic {}: tpr {:#x} ppr {:#x} svr {:#x} in service {} requested {}; {} interrupts ({} coalesced), "
-                     "{} EOIs, {} IPIs sent, {} MSR faults",
+                     "{} EOIs, {} IPIs sent, {} MSR faults; timer {} ({} firings)",
                      index_, tpr_, ppr_locked(), svr_, vectors(isr_), vectors(irr_), stats_.interrupts,
-                     stats_.coalesced, stats_.eois, stats_.ipis_sent, stats_.msr_faults);
+                     stats_.coalesced, stats_.eois, stats_.ipis_sent, stats_.msr_faults,
+                     deadline != 0 ? fmt::format("due at {} ns", deadline) : std::string("not armed"),
+                     timer.handler_runs);
 }
 
 // -------------------------------------------------------------- lifecycle

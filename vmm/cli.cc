@@ -167,9 +167,9 @@ Command parse_command_line(const std::vector<std::string>& args) {
   long ctl_timeout_ms = 5000;
   CLI::App* ctl = app.add_subcommand("ctl", "Send one request to a running VMM's control socket (see --control)");
   ctl->add_option("path", c.path, "The control socket (vmm run --control PATH)")->required();
-  ctl->add_option("command", c.command, "status, pause, resume, reset or stop")
+  ctl->add_option("command", c.command, "status, vcpus, pause, resume, reset or stop")
       ->required()
-      ->check(CLI::IsMember({"status", "pause", "resume", "reset", "stop"}));
+      ->check(CLI::IsMember({"status", "vcpus", "pause", "resume", "reset", "stop"}));
   ctl->add_flag("--force", c.force, "With stop: at once, without asking the guest to power off");
   ctl->add_option("--timeout-ms", ctl_timeout_ms, "How long to wait for the reply (default 5000)")
       ->check(CLI::Range(1l, 3600000l));

@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <vector>
 
 #include "devices/error.h"
@@ -303,6 +304,10 @@ void send_and_close(timers::UniqueFd fd, const std::string& reply) noexcept {
 
 namespace {
 
+// How long a `vcpus` request waits for the VM's thread, which may be busy
+// with a reset; the client's own timeout is longer.
+constexpr std::chrono::milliseconds kVcpuSampleTimeout{1000};
+
 // As control_handle_request; sets *forced_stop when the line was a valid
 // forced stop (carried out). With `only_forced_stop`, any other valid
 // request is left undone (*forced_stop stays false).
@@ -327,6 +332,21 @@ std::string handle_request(Vm& vm, std::string_view line, bool only_forced_stop,
         reply["uptime_ms"] = std::round(static_cast<double>(s.uptime_ns) / 1e3) / 1e3;
         reply["vcpus"] = vm.vcpu_count();
         reply["pid"] = ::getpid();
+        break;
+      }
+      case Command::vcpus: {
+        // One reading (each running vCPU paused for as long as it takes),
+        // answered by the VM's own thread; a busy one makes this an error.
+        const std::string text = vm.sample_vcpus(1, std::chrono::milliseconds(0), kVcpuSampleTimeout);
+        if (text.rfind("at ", 0) != 0) {
+          ok = false;
+          why = text.substr(0, text.find('\n'));
+          break;
+        }
+        json lines = json::array();
+        std::istringstream in(text);
+        for (std::string text_line; std::getline(in, text_line);) lines.push_back(text_line);
+        reply["vcpus"] = std::move(lines);
         break;
       }
       case Command::pause:

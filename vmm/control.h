@@ -9,6 +9,7 @@
 // 4096 bytes including the newline. Requests:
 //
 //   {"cmd":"status"}              state, reboots, uptime, vCPUs, boot generation
+//   {"cmd":"vcpus"}               where each vCPU is (for a guest that seems stuck)
 //   {"cmd":"pause"}               stop every vCPU and pause the device timers
 //   {"cmd":"resume"}              undo pause
 //   {"cmd":"reset"}               reboot the guest (as a reset button)
@@ -30,6 +31,13 @@
 //            ended; uptime_ms counts from the current boot (reset restarts
 //            it); boot_generation counts completed resets, including ones
 //            the host asked for.
+//   vcpus:   {"ok":true,"vcpus":["at 123456789 ns:","vcpu 0: running, 812
+//             entries (...): rip=0x... rsp=... rflags=... cr0=... ...", ...]}
+//            one line per vCPU, each running one paused only while it is
+//            read; with the user-space irqchip each is followed by a line
+//            for its local APIC (TPR, PPR, vectors in service and requested,
+//            the timer's deadline on the same clock as the first line). An
+//            error when the VM's thread is busy for 1 s (a reset) or ended.
 //   others:  {"ok":true} once the request is accepted (it is carried out
 //            asynchronously on the VM's control thread; poll status to see
 //            it done). A request that makes no sense in the current state is

@@ -33,7 +33,7 @@ std::string parse_error_text(const std::exception& e) {
 
 std::optional<ControlRequest::Command> command_named(std::string_view name) {
   using Command = ControlRequest::Command;
-  for (Command c : {Command::status, Command::pause, Command::resume, Command::reset, Command::stop}) {
+  for (Command c : {Command::status, Command::vcpus, Command::pause, Command::resume, Command::reset, Command::stop}) {
     if (name == to_string(c)) return c;
   }
   return std::nullopt;
@@ -50,6 +50,7 @@ std::string control_error_reply(std::string_view message, std::string_view id_js
 const char* to_string(ControlRequest::Command command) noexcept {
   switch (command) {
     case ControlRequest::Command::status: return "status";
+    case ControlRequest::Command::vcpus: return "vcpus";
     case ControlRequest::Command::pause: return "pause";
     case ControlRequest::Command::resume: return "resume";
     case ControlRequest::Command::reset: return "reset";

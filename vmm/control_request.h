@@ -13,7 +13,7 @@ namespace vmm {
 
 // What a well-formed request asks for.
 struct ControlRequest {
-  enum class Command : std::uint8_t { status, pause, resume, reset, stop };
+  enum class Command : std::uint8_t { status, vcpus, pause, resume, reset, stop };
   Command command = Command::status;
   bool force = false;
   std::string id;  // the request's "id" as JSON text, echoed in the reply; empty when absent

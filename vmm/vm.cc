@@ -299,7 +299,8 @@ std::string Vm::sample_vcpus(unsigned samples, std::chrono::milliseconds interva
 // paused only for as long as it takes to read it (its pending I/O completes
 // first, so the registers are an instruction boundary's).
 std::string Vm::describe_vcpus() {
-  std::string out;
+  std::string out = fmt::format("at {} ns:\n", now_ns());
+  devices::ApicBus* apics = platform_->apic_bus();
   for (auto& thread : vcpus_) {
     const VcpuStats st = thread->stats();
     out += fmt::format("vcpu {}: {}, {} entries ({} io, {} mmio, {} hlt, {} intr)", thread->index(),
@@ -318,6 +319,9 @@ std::string Vm::describe_vcpus() {
     }
     if (was_running) thread->resume();
     out += "\n";
+    // With our own LAPICs, what each holds: a vector stuck in service or a
+    // timer due in the past is where a guest that waits for ever went wrong.
+    if (apics) out += "  " + apics->lapic(thread->index()).describe() + "\n";
   }
   return out;
 }

@@ -80,10 +80,13 @@ inline std::string describe_threads(pid_t pid) {
 
 // `started`, when given, is told the child's pid as soon as it exists (so a
 // test can signal it from another thread while its output is collected).
+// `on_timeout`, when given, is asked what to add to the error output about a
+// child that ran out of time, while it still runs.
 inline ProcessResult run_process(const std::vector<std::string>& argv,
                                  std::chrono::milliseconds timeout = std::chrono::seconds(60),
                                  const std::string& stdin_text = {},
-                                 const std::function<void(pid_t)>& started = {}) {
+                                 const std::function<void(pid_t)>& started = {},
+                                 const std::function<std::string(pid_t)>& on_timeout = {}) {
   ProcessResult result;
   int out_pipe[2], err_pipe[2], in_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0 || ::pipe2(in_pipe, O_CLOEXEC) != 0) {
@@ -123,6 +126,7 @@ inline ProcessResult run_process(const std::vector<std::string>& argv,
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       result.timed_out = true;
+      if (on_timeout) result.err += "\n--- timed out:\n" + on_timeout(pid);
       result.err += "\n--- timed out; the process's threads:\n" + describe_threads(pid);
       ::kill(pid, SIGKILL);
       break;

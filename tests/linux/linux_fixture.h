@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -156,9 +157,24 @@ inline LinuxRun boot_linux(KernelFormat format, unsigned cpus, const std::string
                                    "256M",
                                    "--cmdline",
                                    std::string(kLinuxBaseCmdline) + " " + cmdline};
+  // A control socket, so that a guest that runs out of time can be asked
+  // where its vCPUs are (and, with our own LAPICs, what each holds).
+  static std::atomic<unsigned> runs{0};
+  const std::string socket = "/tmp/vmm-linux-test-" + std::to_string(::getpid()) + "-" + std::to_string(runs++) + ".sock";
+  argv.insert(argv.end(), {"--control", socket});
   argv.insert(argv.end(), extra.begin(), extra.end());
+  const auto sample_vcpus = [&socket](pid_t) {
+    std::string samples;
+    for (int i = 0; i < 3; ++i) {
+      if (i != 0) std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      const ProcessResult r = run_process({VMM_BINARY, "ctl", socket, "vcpus"}, std::chrono::seconds(5));
+      samples += r.out + r.err;
+    }
+    return samples;
+  };
   LinuxRun run;
-  run.process = run_process(argv, timeout, {}, started);
+  run.process = run_process(argv, timeout, {}, started, sample_vcpus);
+  ::unlink(socket.c_str());  // left behind only when the VMM was killed
   run.checks = parse_checks(run.process.out);
   return run;
 }

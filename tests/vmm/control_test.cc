@@ -245,6 +245,24 @@ TEST_F(ControlTest, StatusDescribesTheRunningVm) {
   EXPECT_EQ(st.st_mode & 0777, 0600u) << "only the owner may connect";
 }
 
+// Where each vCPU is, for a guest that seems stuck: one line per vCPU with
+// its registers, read while it is briefly paused; the guest runs on.
+TEST_F(ControlTest, VcpusReportsEachVcpusRegistersAndTheGuestRunsOn) {
+  RawClient client(socket_path());
+  ASSERT_TRUE(client.connected());
+  const json reply = client.request(R"({"cmd":"vcpus","id":7})");
+  ASSERT_TRUE(is_ok(reply)) << reply.dump();
+  EXPECT_EQ(reply["id"], 7);
+  ASSERT_TRUE(reply["vcpus"].is_array()) << reply.dump();
+  ASSERT_EQ(reply["vcpus"].size(), 2u) << reply.dump() << "\na time line, then one line for the one vCPU";
+  EXPECT_EQ(reply["vcpus"][0].get<std::string>().rfind("at ", 0), 0u) << reply.dump();
+  const std::string vcpu0 = reply["vcpus"][1].get<std::string>();
+  EXPECT_EQ(vcpu0.rfind("vcpu 0: ", 0), 0u) << vcpu0;
+  EXPECT_NE(vcpu0.find("rip=0x"), std::string::npos) << "a running vCPU is read, not skipped: " << vcpu0;
+  EXPECT_TRUE(vm_keeps_running());
+  EXPECT_EQ(client.request(R"({"cmd":"status"})")["state"], "running");
+}
+
 TEST_F(ControlTest, RequestsThatMakeNoSenseInTheCurrentStateAreRefusedWithTheReason) {
   RawClient c(socket_path());
   json r = c.request(R"({"cmd":"resume"})");
@@ -664,6 +682,7 @@ TEST(ControlCommandLine, CtlParsesPathCommandAndForce) {
   EXPECT_FALSE(c.ctl.force);
   EXPECT_EQ(c.ctl.timeout, 250ms);
   EXPECT_EQ(control_request_line("status", false), R"({"cmd":"status"})");
+  EXPECT_EQ(parse_command_line({"ctl", "/run/vm.sock", "vcpus"}).ctl.command, "vcpus");
   EXPECT_EQ(control_request_line("stop", true), R"({"cmd":"stop","force":true})");
 
   EXPECT_THROW(parse_command_line({"ctl", "/run/vm.sock", "pause", "--force"}), UsageError);
@@ -727,6 +746,12 @@ TEST(ControlEndToEnd, VmmCtlTalksToVmmRun) {
   EXPECT_EQ(r.exit_status, 0) << r.err;
   EXPECT_TRUE(is_ok(json::parse(r.out, nullptr, false))) << r.out;
   EXPECT_EQ(count_lines(r.out), 1u);
+
+  // The vmm process's own threads answer (its seccomp filters included).
+  r = run_process({vmm_binary(), "ctl", socket, "vcpus"});
+  EXPECT_EQ(r.exit_status, 0) << r.err;
+  EXPECT_NE(r.out.find("\"vcpu 0: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rip=0x"), std::string::npos) << r.out;
 
   r = run_process({vmm_binary(), "ctl", socket, "resume"});
   EXPECT_EQ(r.exit_status, kExitCtlRefused);
