@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "devices/error.h"
 #include "tests/common/subprocess.h"
@@ -716,10 +717,11 @@ struct VmmProcess {
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (::waitpid(pid, &status, WNOHANG) == 0) {
       if (std::chrono::steady_clock::now() > give_up) {
+        const std::string threads = describe_threads(pid);
         ::kill(pid, SIGKILL);
         ::waitpid(pid, nullptr, 0);
         pid = -1;
-        ADD_FAILURE() << "vmm did not exit within 60 s";
+        ADD_FAILURE() << "vmm did not exit within 60 s; its threads then:\n" << threads;
         return -1;
       }
       std::this_thread::sleep_for(2ms);
@@ -785,8 +787,18 @@ TEST(ControlEndToEnd, TheSocketGoesOnEveryExitButSigkill) {
   };
   // SIGTERM twice: graceful, then forced (status 8). SIGABRT/SIGSEGV: a
   // crash (the fatal-signal hook unlinks, then the process dies of it).
-  const Case cases[] = {{{SIGTERM, SIGTERM}, 8}, {{SIGTERM, SIGINT}, 8}, {{SIGABRT}, 128 + SIGABRT},
-                        {{SIGSEGV}, 128 + SIGSEGV}};
+  // Not under TSan: its runtime takes over the delivery of every signal a
+  // handler is installed for (deferred to its own safe points) and the
+  // re-raise in our hook; in the lab one TSan run in four died of SIGSEGV
+  // inside that machinery on a kill(SIGABRT), with no report, and the
+  // socket stayed. That is the sanitizer's path, not the VMM's, which the
+  // release and ASan builds check.
+#if defined(__SANITIZE_THREAD__)
+  const std::vector<Case> cases = {{{SIGTERM, SIGTERM}, 8}, {{SIGTERM, SIGINT}, 8}};
+#else
+  const std::vector<Case> cases = {{{SIGTERM, SIGTERM}, 8}, {{SIGTERM, SIGINT}, 8}, {{SIGABRT}, 128 + SIGABRT},
+                                   {{SIGSEGV}, 128 + SIGSEGV}};
+#endif
   const rlimit no_core{0, 0};
   ::setrlimit(RLIMIT_CORE, &no_core);  // the crashes below are on purpose
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -207,7 +207,9 @@ TEST(VmInProcess, SamplingTheVcpusReadsEachAndLetsTheGuestRunOn) {
   VMM_REQUIRE_KVM();
   KvmSystem kvm;
   timers::CyclicSystem timers;
-  Vm vm(config_for("test=timers", 2), kvm, timers);
+  // A guest that keeps re-arming its timers for a second: long enough to be
+  // sampled three times, short enough for the sanitizer builds.
+  Vm vm(config_for("test=retimer seconds=1", 2), kvm, timers);
   Running running(vm);
   ASSERT_TRUE(eventually([&] { return vm.status().state == VmState::running; }));
   const std::string samples = vm.sample_vcpus(3, std::chrono::milliseconds(5), std::chrono::seconds(10));
