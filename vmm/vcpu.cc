@@ -33,6 +33,9 @@ constexpr int kKickSignalOffset = 3;
 // tests can prove that it never happened.
 constexpr auto kRekickInterval = std::chrono::milliseconds(250);
 
+// Where an x86 CPU starts after reset or INIT (with CS base 0xFFFF0000).
+constexpr std::uint64_t kResetVectorRip = 0xfff0;
+
 void kick_handler(int) {}
 
 std::once_flag g_install_once;
@@ -486,7 +489,11 @@ VcpuThread::Outcome VcpuThread::handle_exit() noexcept {
     case KVM_EXIT_SHUTDOWN: {
       pending_message_ = "triple fault (KVM_EXIT_SHUTDOWN)";
       try {
-        pending_message_ += " at rip " + hex(vcpu_.regs().rip);
+        // On AMD, KVM has put the vCPU through INIT before this exit: its
+        // registers are the reset vector's, not the faulting code's.
+        const std::uint64_t rip = vcpu_.regs().rip;
+        pending_message_ += rip == kResetVectorRip ? " (registers already reset by KVM, as on AMD)"
+                                                   : " at rip " + hex(rip);
       } catch (const Error&) {
       }
       vcpu_.dump_registers_debug();

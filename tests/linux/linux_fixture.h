@@ -131,8 +131,29 @@ struct LinuxRun {
     for (std::size_t at = process.out.find(needle); at != std::string::npos; at = process.out.find(needle, at + 1)) ++n;
     return n;
   }
-  // What to print when an expectation fails: the guest's console and the VMM's log.
-  std::string transcript() const { return "--- console:\n" + process.out + "--- vmm:\n" + process.err; }
+  // What to print when an expectation fails. The VMM's log comes first and,
+  // when the guest booted more than once, the console lines just before each
+  // later boot (a panic, a reset's cause): a CI log keeps a failure's first
+  // lines and its last, not the middle of a long console.
+  std::string transcript() const {
+    std::string out = "--- vmm:\n" + process.err;
+    const std::string boot_line = "vmm-initramfs: Linux ";
+    for (std::size_t at = process.out.find(boot_line); at != std::string::npos;
+         at = process.out.find(boot_line, at + 1)) {
+      if (at == process.out.find(boot_line)) continue;
+      std::size_t from = at;
+      for (int lines = 0; lines <= kLinesBeforeABoot && from != 0; ++lines) {
+        from = process.out.rfind('\n', from - 1);
+        if (from == std::string::npos) {
+          from = 0;
+          break;
+        }
+      }
+      out += "--- console before a later boot:\n" + process.out.substr(from, at - from) + "\n";
+    }
+    return out + "--- console:\n" + process.out;
+  }
+  static constexpr int kLinesBeforeABoot = 15;
 };
 
 // The part of every guest command line that is not the test's: the console
@@ -162,6 +183,9 @@ inline LinuxRun boot_linux(KernelFormat format, unsigned cpus, const std::string
   static std::atomic<unsigned> runs{0};
   const std::string socket = "/tmp/vmm-linux-test-" + std::to_string(::getpid()) + "-" + std::to_string(runs++) + ".sock";
   argv.insert(argv.end(), {"--control", socket});
+  // Info names each reset's cause and how far into its boot it came: a
+  // guest that boots twice where once was expected is then explained.
+  argv.insert(argv.end(), {"--log-level", "info"});
   argv.insert(argv.end(), extra.begin(), extra.end());
   const auto sample_vcpus = [&socket](pid_t) {
     std::string samples;
