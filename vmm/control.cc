@@ -337,14 +337,14 @@ std::string handle_request(Vm& vm, std::string_view line, bool only_forced_stop,
       case Command::vcpus: {
         // One reading (each running vCPU paused for as long as it takes),
         // answered by the VM's own thread; a busy one makes this an error.
-        const std::string text = vm.sample_vcpus(1, std::chrono::milliseconds(0), kVcpuSampleTimeout);
-        if (text.rfind("at ", 0) != 0) {
+        const Vm::VcpuSamples sample = vm.sample_vcpus(1, std::chrono::milliseconds(0), kVcpuSampleTimeout);
+        if (!sample.missing.empty()) {
           ok = false;
-          why = text.substr(0, text.find('\n'));
+          why = sample.missing;
           break;
         }
         json lines = json::array();
-        std::istringstream in(text);
+        std::istringstream in(sample.taken);
         for (std::string text_line; std::getline(in, text_line);) lines.push_back(text_line);
         reply["vcpus"] = std::move(lines);
         break;

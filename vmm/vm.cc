@@ -270,27 +270,31 @@ std::string Vm::describe_boot_age() const {
                      static_cast<double>(now_ns() - boot_started_) / 1e6, runs, generation_.load());
 }
 
-std::string Vm::sample_vcpus(unsigned samples, std::chrono::milliseconds interval,
-                             std::chrono::milliseconds timeout) {
+Vm::VcpuSamples Vm::sample_vcpus(unsigned samples, std::chrono::milliseconds interval,
+                                 std::chrono::milliseconds timeout) {
   // The waits between samples happen here, so the control thread is never
   // kept from the VM's other requests for longer than one reading.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::string answer;
+  VcpuSamples answer;
   for (unsigned i = 0; i < std::max(1u, samples); ++i) {
     if (i != 0) std::this_thread::sleep_for(interval);
     std::uint64_t ticket = 0;
     {
       std::lock_guard lock(mu_);
-      if (state_ == VmState::ended) return answer + "the VM has ended\n";
+      if (state_ == VmState::ended) {
+        answer.missing = "the VM has ended";
+        return answer;
+      }
       ticket = ++samples_asked_;
     }
     post(Request::sample, ticket);
     std::unique_lock lock(mu_);
     if (!wake_.wait_until(lock, deadline, [&] { return samples_answered_ >= ticket; })) {
-      return answer + "no answer from the control thread within " + std::to_string(timeout.count()) +
-             " ms (it is busy with another request)\n";
+      answer.missing = "no answer from the control thread within " + std::to_string(timeout.count()) +
+                       " ms (it is busy with another request)";
+      return answer;
     }
-    answer += sample_answer_;
+    answer.taken += sample_answer_;
   }
   return answer;
 }

@@ -155,10 +155,16 @@ class Vm final : private VcpuEvents {
   // Where each vCPU is, for hang reports: the control thread pauses each
   // running vCPU, reads its registers and exit counts, lets it go, and does
   // that `samples` times, `interval` apart (a guest spinning in one place
-  // shows the same RIP each time). One line per sample and vCPU, or why
-  // there is no answer within `timeout` (the control thread is busy).
-  std::string sample_vcpus(unsigned samples, std::chrono::milliseconds interval,
-                           std::chrono::milliseconds timeout);
+  // shows the same RIP each time). `taken` holds what was read, one
+  // "at N ns:" line and a line per vCPU for each sample; `missing` says why
+  // the rest is not there (the VM ended, or the control thread was busy for
+  // `timeout`), and is empty when every sample was taken.
+  struct VcpuSamples {
+    std::string taken;
+    std::string missing;
+    std::string text() const { return missing.empty() ? taken : taken + missing + "\n"; }
+  };
+  VcpuSamples sample_vcpus(unsigned samples, std::chrono::milliseconds interval, std::chrono::milliseconds timeout);
   devices::Serial& serial() noexcept { return platform_->serial(); }
   devices::BootProgress& boot_progress() noexcept { return platform_->boot_progress(); }
   unsigned vcpu_count() const noexcept { return static_cast<unsigned>(vcpus_.size()); }

@@ -212,7 +212,9 @@ TEST(VmInProcess, SamplingTheVcpusReadsEachAndLetsTheGuestRunOn) {
   Vm vm(config_for("test=retimer seconds=1", 2), kvm, timers);
   Running running(vm);
   ASSERT_TRUE(eventually([&] { return vm.status().state == VmState::running; }));
-  const std::string samples = vm.sample_vcpus(3, std::chrono::milliseconds(5), std::chrono::seconds(10));
+  const Vm::VcpuSamples sampled = vm.sample_vcpus(3, std::chrono::milliseconds(5), std::chrono::seconds(10));
+  EXPECT_EQ(sampled.missing, "");
+  const std::string& samples = sampled.taken;
   for (const char* vcpu : {"vcpu 0: ", "vcpu 1: "}) {
     std::size_t seen = 0;
     for (std::size_t at = samples.find(vcpu); at != std::string::npos; at = samples.find(vcpu, at + 1)) {
@@ -226,7 +228,9 @@ TEST(VmInProcess, SamplingTheVcpusReadsEachAndLetsTheGuestRunOn) {
   }
   const VmOutcome outcome = running.get();
   EXPECT_EQ(outcome.exit_status, kGuestOk) << outcome.message;
-  EXPECT_EQ(vm.sample_vcpus(1, std::chrono::milliseconds(0), std::chrono::seconds(1)), "the VM has ended\n");
+  const Vm::VcpuSamples after_the_end = vm.sample_vcpus(1, std::chrono::milliseconds(0), std::chrono::seconds(1));
+  EXPECT_EQ(after_the_end.taken, "");
+  EXPECT_EQ(after_the_end.missing, "the VM has ended");
 }
 
 TEST(VmInProcess, RequestsThatMakeNoSenseAreRefusedWithAReason) {

@@ -69,7 +69,7 @@ std::string describe_status(Vm& vm) {
                      " boot_generation=" + std::to_string(s.boot_generation) +
                      " uptime_ms=" + std::to_string(static_cast<double>(s.uptime_ns) / 1e6);
   using std::chrono::milliseconds;
-  std::string samples = vm.sample_vcpus(3, milliseconds(150), milliseconds(700));
+  std::string samples = vm.sample_vcpus(3, milliseconds(150), milliseconds(700)).text();
   for (std::size_t at = 0; (at = samples.find('\n', at)) != std::string::npos && at + 1 < samples.size(); at += 5) {
     samples.replace(at, 1, "\n    ");
   }
