@@ -235,6 +235,26 @@ INSTANTIATE_TEST_SUITE_P(Both, LinuxLifecycle, ::testing::Values(KernelFormat::b
 // pvpanic driver is a module in that very initramfs, so the panic is seen
 // as panic=-1's reset: with --no-reboot that ends the VM (status 0), where
 // it would otherwise boot into the same panic again and again.
+// Only in the lab, and only for a triple fault the test did not ask for, is
+// a boot run again: anywhere else, or for any other ending, it stands.
+TEST(LinuxFixture, OnlyATripleFaultInTheLabThatTheTestDidNotAskForIsBootedAgain) {
+  const char* saved = std::getenv("KVM_LAB");
+  const std::string was = saved ? saved : "";
+  ProcessResult faulted;
+  faulted.err = "vmm: info: vcpu 3: reset requested: triple fault (KVM_EXIT_SHUTDOWN) (registers already reset by "
+                "KVM, as on AMD)\n";
+  ProcessResult rebooted;
+  rebooted.err = "vmm: info: vcpu 0: reset requested: i8042 reset line\n";
+
+  ::setenv("KVM_LAB", "1", 1);
+  EXPECT_TRUE(cut_short_by_the_lab(faulted, "clocksource=hpet"));
+  EXPECT_FALSE(cut_short_by_the_lab(faulted, "vmm.reboots=4 vmm.reboot_methods=kbd,triple,acpi,pci"));
+  EXPECT_FALSE(cut_short_by_the_lab(rebooted, "clocksource=hpet"));
+  ::unsetenv("KVM_LAB");
+  EXPECT_FALSE(cut_short_by_the_lab(faulted, "clocksource=hpet"));
+  if (saved) ::setenv("KVM_LAB", was.c_str(), 1);
+}
+
 TEST(LinuxBadInput, AnInitrdThatIsNotAnArchiveEndsInAReportedPanic) {
   VMM_REQUIRE_LINUX_GUEST();
   const auto garbage = std::filesystem::temp_directory_path() / ("vmm-bad-initrd-" + std::to_string(::getpid()));
