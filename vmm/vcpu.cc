@@ -492,8 +492,8 @@ VcpuThread::Outcome VcpuThread::handle_exit() noexcept {
         // On AMD, KVM has put the vCPU through INIT before this exit: its
         // registers are the reset vector's, not the faulting code's.
         const std::uint64_t rip = vcpu_.regs().rip;
-        pending_message_ += rip == kResetVectorRip ? " (registers already reset by KVM, as on AMD)"
-                                                   : " at rip " + hex(rip);
+        pending_message_ += " at rip " + hex(rip);
+        if (rip == kResetVectorRip) pending_message_ += " (the reset vector: registers already reset by KVM, as on AMD)";
       } catch (const Error&) {
       }
       vcpu_.dump_registers_debug();
