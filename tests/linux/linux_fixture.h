@@ -140,9 +140,10 @@ struct LinuxRun {
   std::string transcript() const {
     std::string out = "--- vmm:\n" + process.err;
     const std::string boot_line = "vmm-initramfs: Linux ";
-    for (std::size_t at = process.out.find(boot_line); at != std::string::npos;
+    const std::size_t first_boot = process.out.find(boot_line);
+    if (first_boot == std::string::npos) return out + "--- console:\n" + process.out;
+    for (std::size_t at = process.out.find(boot_line, first_boot + 1); at != std::string::npos;
          at = process.out.find(boot_line, at + 1)) {
-      if (at == process.out.find(boot_line)) continue;
       std::size_t from = at;
       for (int lines = 0; lines <= kLinesBeforeABoot && from != 0; ++lines) {
         from = process.out.rfind('\n', from - 1);

@@ -263,6 +263,23 @@ TEST(LinuxFixture, OnlyATripleFaultInTheLabThatTheTestDidNotAskForIsBootedAgain)
   if (saved) ::setenv("KVM_LAB", was.c_str(), 1);
 }
 
+// A failure's transcript leads with the VMM's log and, for a guest that
+// booted again, the console lines before that later boot.
+TEST(LinuxFixture, ATranscriptShowsWhatCameBeforeALaterBoot) {
+  LinuxRun run;
+  run.process.err = "vmm: info: vm: reset (vcpu 3: triple fault)\n";
+  run.process.out = "vmm-initramfs: Linux up\nVMMCHECK ticks ir\nvmm-initramfs: Linux up\nlast\n";
+  const std::string text = run.transcript();
+  EXPECT_EQ(text.find("--- vmm:\nvmm: info: vm: reset"), 0u) << text;
+  const std::size_t before = text.find("--- console before a later boot:\n");
+  ASSERT_NE(before, std::string::npos) << text;
+  EXPECT_LT(text.find("VMMCHECK ticks ir", before), text.find("--- console:\n")) << text;
+  EXPECT_EQ(text.find("--- console before"), text.rfind("--- console before")) << "one later boot, one excerpt";
+
+  run.process.out = "vmm-initramfs: Linux up\nready\n";
+  EXPECT_EQ(run.transcript().find("--- console before"), std::string::npos);
+}
+
 TEST(LinuxBadInput, AnInitrdThatIsNotAnArchiveEndsInAReportedPanic) {
   VMM_REQUIRE_LINUX_GUEST();
   const auto garbage = std::filesystem::temp_directory_path() / ("vmm-bad-initrd-" + std::to_string(::getpid()));
