@@ -46,7 +46,8 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
       // The MADT gives the IOAPIC an ID after the vCPUs' APIC IDs.
       ioapic_(msi_, routes, acpi::io_apic_id(config.cpus)),
       pic_(pic_output_),
-      isa_(pic_, [this](unsigned pin) -> devices::IrqLine& { return ioapic_.pin(pin); }),
+      isa_(pic_, ioapic_pins()),
+      pci_intx_(isa_, ioapic_pins()),
       serial_(isa_.line(4), *config.serial_output),
       i8042_(isa_.line(1), isa_.line(12),
              [this] {
@@ -78,7 +79,7 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
     // Legacy replacement hands IRQ 0 and IRQ 8 to the HPET: the PIT and RTC
     // keep counting but no longer drive their lines.
     hpet_ = std::make_unique<devices::Hpet>(
-        timers, timer_loop, [this](unsigned pin) -> devices::IrqLine& { return ioapic_.pin(pin); }, isa_.line(0),
+        timers, timer_loop, ioapic_pins(), isa_.line(0),
         isa_.line(8), msi_, [this](bool legacy) {
           pit_.set_output_enabled(!legacy);
           rtc_.set_output_enabled(!legacy);
@@ -113,8 +114,7 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
 }
 
 Platform::PciIntx Platform::pci_intx(unsigned slot) {
-  const unsigned gsi = acpi::pci_intx_gsi(slot);
-  return PciIntx{&ioapic_.pin(gsi), static_cast<std::uint8_t>(gsi)};
+  return PciIntx{&pci_intx_.line(slot), static_cast<std::uint8_t>(acpi::pci_intx_gsi(slot))};
 }
 
 Platform::~Platform() {

@@ -31,10 +31,9 @@
 //   MMIO 0xC0000000 (512 MiB)   PCI BARs (the DSDT's \_SB.PCI0 window); the
 //                               VM adds its PCI functions through pci()
 //
-// PCI INTA# of slot s goes to IOAPIC pin acpi::pci_intx_gsi(s) only, as the
-// DSDT's _PRT says: the 8259 pair never sees PCI interrupts (a guest that
-// runs PCI devices without an IOAPIC gets no INTx from them; MSI-X still
-// works).
+// PCI INTA# of slot s goes to IOAPIC pin acpi::pci_intx_gsi(s) and to ISA
+// IRQ acpi::pci_intx_pic_irq(s) of the 8259 pair (devices/pci/intx_router.h),
+// so a guest gets INTx in either interrupt model the DSDT's _PRT offers.
 #pragma once
 
 #include <array>
@@ -52,6 +51,7 @@
 #include "devices/i8042.h"
 #include "devices/ioapic.h"
 #include "devices/isa_irq.h"
+#include "devices/pci/intx_router.h"
 #include "devices/pci/pci_root.h"
 #include "devices/pic.h"
 #include "devices/pit.h"
@@ -112,8 +112,9 @@ class Platform {
   devices::BootProgress& boot_progress() noexcept { return boot_progress_; }
   devices::pci::PciRoot& pci() noexcept { return pci_; }
 
-  // What INTA# of PCI slot `slot` (1-31) is wired to: the IOAPIC pin, and
-  // the GSI that firmware would write into the interrupt line register.
+  // INTA# of PCI slot `slot` (1-31), and the GSI that firmware would write
+  // into its interrupt line register (the IOAPIC pin: the model every
+  // guest that knows ACPI picks on this platform).
   // Functions go on the bus with pci().add(slot, function), at set-up.
   struct PciIntx {
     devices::IrqLine* line;
@@ -159,6 +160,11 @@ class Platform {
   static std::unique_ptr<devices::ApicBus> make_apic_bus(timers::CyclicSystem& timers, timers::EventLoop& loop,
                                                          const PlatformConfig& config, Platform& board);
 
+  // Looks up the IOAPIC's input lines, for what wires itself to them.
+  devices::IsaIrqRouter::IoApicPins ioapic_pins() {
+    return [this](unsigned pin) -> devices::IrqLine& { return ioapic_.pin(pin); };
+  }
+
   PlatformEvents events_;
   // Before the IOAPIC, which sends its MSIs into it.
   std::unique_ptr<devices::ApicBus> apic_bus_;
@@ -167,6 +173,7 @@ class Platform {
   devices::IoApic ioapic_;
   devices::Pic pic_;
   devices::IsaIrqRouter isa_;
+  devices::pci::IntxRouter pci_intx_;
   devices::Serial serial_;
   devices::I8042 i8042_;
   devices::DebugExit debug_exit_;

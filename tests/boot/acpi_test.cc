@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
 #include <map>
 #include <numeric>
+#include <optional>
+#include <stdexcept>
 
 #include "devices/ioapic.h"
 #include "tests/boot/aml_reader.h"
@@ -237,6 +240,50 @@ TEST(AcpiDsdt, HpetDeviceOnlyWhenEnabled) {
   ASSERT_NE(test::find_name(without, "\\_S5_"), nullptr);
 }
 
+// What an OS does with the DSDT's interrupt routing, with just the AML those
+// methods use: \\_PIC(argument) (unless it is absent: an OS that never
+// calls it), then PCI0._PRT. Returns the package _PRT returns.
+const test::AmlObject* evaluate_prt(const std::vector<test::AmlObject>& root, const test::AmlObject& pci0,
+                                    std::optional<std::uint64_t> pic_argument) {
+  using Kind = test::AmlObject::Kind;
+  std::map<std::string, std::uint64_t> integers;
+  for (const test::AmlObject& term : root) {
+    if (term.kind == Kind::name && term.children.at(0).kind == Kind::integer) integers[term.name] = term.children[0].value;
+  }
+  const test::AmlObject* pic = test::find_method(root, "\\_PIC");
+  if (pic == nullptr) throw std::runtime_error("no \\_PIC method");
+  if (pic->value != 1) throw std::runtime_error("\\_PIC does not take one argument");
+  if (pic_argument) {
+    for (const test::AmlObject& statement : pic->children) {
+      if (statement.kind != Kind::store || statement.children.at(0).kind != Kind::arg ||
+          statement.children[0].value != 0 || statement.children.at(1).kind != Kind::reference ||
+          integers.count(statement.children[1].name) == 0) {
+        throw std::runtime_error("\\_PIC does more than store Arg0 into a root integer");
+      }
+      integers[statement.children[1].name] = *pic_argument;
+    }
+  }
+  const test::AmlObject* prt = test::find_method(pci0.children, "_PRT");
+  if (prt == nullptr) throw std::runtime_error("no PCI0._PRT method");
+  std::function<const test::AmlObject*(const std::vector<test::AmlObject>&, std::size_t)> run =
+      [&](const std::vector<test::AmlObject>& statements, std::size_t first) -> const test::AmlObject* {
+    for (std::size_t i = first; i < statements.size(); ++i) {
+      const test::AmlObject& statement = statements[i];
+      if (statement.kind == Kind::if_ && statement.children.at(0).kind == Kind::reference) {
+        if (integers.at(statement.children[0].name) != 0) {
+          if (const test::AmlObject* returned = run(statement.children, 1)) return returned;
+        }
+      } else if (statement.kind == Kind::return_ && statement.children.at(0).kind == Kind::reference) {
+        return test::find_name(pci0.children, statement.children[0].name);
+      } else {
+        throw std::runtime_error("_PRT uses a statement this evaluator does not know");
+      }
+    }
+    return nullptr;
+  };
+  return run(prt->children, 0);
+}
+
 // The PCI host bridge hands its bus exactly what devices/pci/pci_root.h
 // decodes, and routes each slot's INTA# to the pin the platform wires it to.
 TEST(AcpiDsdt, PciHostBridgeDescribesTheBusWindowAndRouting) {
@@ -271,26 +318,42 @@ TEST(AcpiDsdt, PciHostBridgeDescribesTheBusWindowAndRouting) {
   EXPECT_EQ(window.base, 0xC0000000u);
   EXPECT_EQ(window.length, 0x20000000u);
 
-  const test::AmlObject* prt = nullptr;
+  const test::AmlObject* pci0 = nullptr;
   for (const test::AmlObject& term : terms) {
     if (term.kind != test::AmlObject::Kind::scope) continue;
     for (const test::AmlObject& device : term.children) {
-      if (device.name == "PCI0") prt = test::find_name(device.children, "_PRT");
+      if (device.name == "PCI0") pci0 = &device;
     }
   }
-  ASSERT_NE(prt, nullptr);
-  ASSERT_EQ(prt->children.size(), 31u) << "slots 1-31";
-  for (unsigned slot = 1; slot <= 31; ++slot) {
-    const auto& entry = prt->children[slot - 1];
-    ASSERT_EQ(entry.children.size(), 4u);
-    EXPECT_EQ(entry.children[0].value, (std::uint64_t{slot} << 16) | 0xFFFF);
-    EXPECT_EQ(entry.children[1].value, 0u) << "INTA#";
-    EXPECT_EQ(entry.children[2].value, 0u) << "a GSI, not a link device";
-    EXPECT_EQ(entry.children[3].value, pci_intx_gsi(slot));
-    EXPECT_GE(entry.children[3].value, 16u) << "clear of the ISA IRQs";
-    EXPECT_LE(entry.children[3].value, 23u) << "on the 24-pin IOAPIC";
+  ASSERT_NE(pci0, nullptr);
+  struct Model {
+    std::optional<std::uint64_t> pic_argument;  // none: the OS never calls \_PIC
+    std::function<unsigned(unsigned)> route;
+    const char* what;
+  };
+  for (const Model& model : {Model{std::nullopt, pci_intx_pic_irq, "no \\_PIC call: ACPI's PIC mode"},
+                             Model{0, pci_intx_pic_irq, "\\_PIC(0): PIC mode"},
+                             Model{1, pci_intx_gsi, "\\_PIC(1): APIC mode"}}) {
+    SCOPED_TRACE(model.what);
+    const test::AmlObject* prt = evaluate_prt(terms, *pci0, model.pic_argument);
+    ASSERT_NE(prt, nullptr);
+    ASSERT_EQ(prt->kind, test::AmlObject::Kind::package);
+    ASSERT_EQ(prt->children.size(), 31u) << "slots 1-31";
+    for (unsigned slot = 1; slot <= 31; ++slot) {
+      const auto& entry = prt->children[slot - 1];
+      ASSERT_EQ(entry.children.size(), 4u);
+      EXPECT_EQ(entry.children[0].value, (std::uint64_t{slot} << 16) | 0xFFFF);
+      EXPECT_EQ(entry.children[1].value, 0u) << "INTA#";
+      EXPECT_EQ(entry.children[2].value, 0u) << "a GSI, not a link device";
+      EXPECT_EQ(entry.children[3].value, model.route(slot));
+    }
   }
-  EXPECT_NE(pci_intx_gsi(1), pci_intx_gsi(8)) << "eight disks, eight pins";
+  for (unsigned slot = 1; slot <= 31; ++slot) {
+    EXPECT_GE(pci_intx_gsi(slot), 16u) << "clear of the ISA IRQs";
+    EXPECT_LE(pci_intx_gsi(slot), 23u) << "on the 24-pin IOAPIC";
+    EXPECT_TRUE(pci_intx_pic_irq(slot) == 10 || pci_intx_pic_irq(slot) == 11) << "ISA IRQs nothing else uses";
+  }
+  EXPECT_NE(pci_intx_gsi(1), pci_intx_gsi(2)) << "neighbouring slots, different pins";
 }
 
 class AcpiMadt : public ::testing::TestWithParam<unsigned> {};

@@ -150,7 +150,57 @@ class Reader {
       object.children = term_list(package_end);
       return object;
     }
+    if (op == 0x14) {
+      object.kind = AmlObject::Kind::method;
+      const std::size_t package_end = pkg_end(end);
+      object.name = name_string(package_end);
+      const std::uint8_t flags = byte(package_end);
+      if (flags & 0xF8) fail("method " + object.name + " is serialized or has a sync level");
+      object.value = flags & 0x07;
+      object.children = term_list(package_end);
+      return object;
+    }
+    if (op == 0x70) {
+      object.kind = AmlObject::Kind::store;
+      object.children.push_back(operand(end));
+      object.children.push_back(operand(end));
+      return object;
+    }
+    if (op == 0xA0) {
+      object.kind = AmlObject::Kind::if_;
+      const std::size_t package_end = pkg_end(end);
+      object.children.push_back(operand(package_end));
+      for (AmlObject& statement : term_list(package_end)) object.children.push_back(std::move(statement));
+      return object;
+    }
+    if (op == 0xA4) {
+      object.kind = AmlObject::Kind::return_;
+      object.children.push_back(operand(end));
+      return object;
+    }
     fail("unexpected term opcode " + std::to_string(op));
+  }
+
+  // A TermArg or SuperName: data, ArgN, or a reference to a named object.
+  AmlObject operand(std::size_t end) {
+    if (pos_ >= end) fail("unexpected end");
+    const std::uint8_t lead = aml_[pos_];
+    if (lead >= 0x68 && lead <= 0x6E) {
+      ++pos_;
+      AmlObject object;
+      object.kind = AmlObject::Kind::arg;
+      object.value = lead - 0x68u;
+      return object;
+    }
+    const bool name_lead = lead == '\\' || lead == '^' || lead == 0x2E || lead == 0x2F || lead == '_' ||
+                           (lead >= 'A' && lead <= 'Z');
+    if (name_lead) {
+      AmlObject object;
+      object.kind = AmlObject::Kind::reference;
+      object.name = name_string(end);
+      return object;
+    }
+    return data_object(end);
   }
 
   std::span<const std::uint8_t> aml_;
@@ -167,6 +217,13 @@ std::vector<AmlObject> parse_aml(std::span<const std::uint8_t> aml) {
 const AmlObject* find_name(const std::vector<AmlObject>& terms, const std::string& path) {
   for (const AmlObject& term : terms) {
     if (term.kind == AmlObject::Kind::name && term.name == path) return &term.children.at(0);
+  }
+  return nullptr;
+}
+
+const AmlObject* find_method(const std::vector<AmlObject>& terms, const std::string& path) {
+  for (const AmlObject& term : terms) {
+    if (term.kind == AmlObject::Kind::method && term.name == path) return &term;
   }
   return nullptr;
 }

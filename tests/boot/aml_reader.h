@@ -12,13 +12,17 @@
 namespace vmm::boot::test {
 
 struct AmlObject {
-  enum class Kind { integer, string, buffer, package, name, scope, device };
+  // Data, the named objects, and the statements of a method: Store,
+  // If (children: the predicate, then the terms), Return, ArgN (value: N)
+  // and a reference to a named object (name: its path).
+  enum class Kind { integer, string, buffer, package, name, scope, device, method, store, if_, return_, arg, reference };
   Kind kind = Kind::integer;
-  std::string name;                // name/scope/device: decoded path, e.g. "\\_SB_" or "COM1"
-  std::uint64_t value = 0;         // integer
+  std::string name;                // name/scope/device/method/reference: decoded path, e.g. "\\_SB_" or "COM1"
+  std::uint64_t value = 0;         // integer; a method's argument count; an ArgN's N
   std::string text;                // string
   std::vector<std::uint8_t> data;  // buffer contents
-  std::vector<AmlObject> children; // package elements, scope/device terms, a name's object
+  std::vector<AmlObject> children; // package elements, scope/device/method terms, a name's object,
+                                   // Store's value and target, Return's value
 };
 
 // Throws std::runtime_error on anything malformed or unexpected.
@@ -26,6 +30,8 @@ std::vector<AmlObject> parse_aml(std::span<const std::uint8_t> aml);
 
 // The object bound by Name(path) among `terms` (not recursive).
 const AmlObject* find_name(const std::vector<AmlObject>& terms, const std::string& path);
+// Method(path) among `terms` (not recursive).
+const AmlObject* find_method(const std::vector<AmlObject>& terms, const std::string& path);
 
 struct AmlResource {
   enum class Kind { io, irq, memory32_fixed, address_space };

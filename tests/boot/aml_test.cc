@@ -32,6 +32,43 @@ TEST(AmlPkgLength, ThreeAndFourBytes) {
   expect_error([] { pkg_length(0x1000'0000); }, {"28-bit"});
 }
 
+// The encodings of the ACPI specification's grammar (MethodOp 0x14 with its
+// flags byte, StoreOp 0x70, Arg0Op 0x68, IfOp 0xA0, ReturnOp 0xA4), by hand.
+TEST(AmlMethod, StatementsEncodeAsTheGrammarSays) {
+  EXPECT_EQ(method("\\_PIC", 1, {store(arg(0), "\\PICM")}),
+            Bytes({0x14, 0x0E, '\\', '_', 'P', 'I', 'C', 0x01, 0x70, 0x68, '\\', 'P', 'I', 'C', 'M'}));
+  EXPECT_EQ(if_then(reference("PICM"), {return_value(reference("PRTA"))}),
+            Bytes({0xA0, 0x0A, 'P', 'I', 'C', 'M', 0xA4, 'P', 'R', 'T', 'A'}));
+  EXPECT_EQ(arg(6), Bytes({0x6E}));
+  expect_error([] { arg(7); }, {"Arg7"});
+  expect_error([] { method("M", 8, {}); }, {"8 arguments"});
+}
+
+TEST(AmlMethod, TheIndependentReaderDecodesWhatWasBuilt) {
+  const Bytes aml = concat({name("\\PICM", integer(0)), method("\\_PIC", 1, {store(arg(0), "\\PICM")}),
+                            method("_PRT", 0, {if_then(reference("\\PICM"), {return_value(reference("PRTA"))}),
+                                               return_value(integer(7))})});
+  const auto terms = test::parse_aml(aml);
+  ASSERT_EQ(terms.size(), 3u);
+  const test::AmlObject* pic = test::find_method(terms, "\\_PIC");
+  ASSERT_NE(pic, nullptr);
+  EXPECT_EQ(pic->value, 1u) << "one argument";
+  ASSERT_EQ(pic->children.size(), 1u);
+  EXPECT_EQ(pic->children[0].kind, test::AmlObject::Kind::store);
+  EXPECT_EQ(pic->children[0].children.at(0).kind, test::AmlObject::Kind::arg);
+  EXPECT_EQ(pic->children[0].children.at(1).name, "\\PICM");
+  const test::AmlObject* prt = test::find_method(terms, "_PRT");
+  ASSERT_NE(prt, nullptr);
+  ASSERT_EQ(prt->children.size(), 2u);
+  const test::AmlObject& if_statement = prt->children[0];
+  EXPECT_EQ(if_statement.kind, test::AmlObject::Kind::if_);
+  ASSERT_EQ(if_statement.children.size(), 2u) << "predicate, then one statement";
+  EXPECT_EQ(if_statement.children[0].name, "\\PICM");
+  EXPECT_EQ(if_statement.children[1].children.at(0).name, "PRTA");
+  EXPECT_EQ(prt->children[1].kind, test::AmlObject::Kind::return_);
+  EXPECT_EQ(prt->children[1].children.at(0).value, 7u);
+}
+
 TEST(AmlNameString, SegmentsArePaddedAndPrefixed) {
   EXPECT_EQ(name_string("_S5"), Bytes({'_', 'S', '5', '_'}));
   EXPECT_EQ(name_string("\\_SB"), Bytes({'\\', '_', 'S', 'B', '_'}));

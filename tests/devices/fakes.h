@@ -4,8 +4,10 @@
 // concurrent tests can share them.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -17,6 +19,8 @@
 #include <spdlog/spdlog.h>
 
 #include "devices/interrupts.h"
+#include "devices/isa_irq.h"
+#include "devices/pic.h"
 #include "devices/serial.h"
 
 namespace vmm::testing {
@@ -180,5 +184,29 @@ class LogCapture {
   std::shared_ptr<Sink> sink_;
   std::shared_ptr<spdlog::logger> previous_;
 };
+
+// Stands in for the IOAPIC's 24 input lines, and records which were looked up.
+struct FakeIoApicPins {
+  std::array<FakeIrqLine, 24> pins;
+  std::vector<unsigned> looked_up;
+  devices::IsaIrqRouter::IoApicPins lookup() {
+    return [this](unsigned pin) -> devices::IrqLine& {
+      looked_up.push_back(pin);
+      return pins.at(pin);
+    };
+  }
+};
+
+inline void write_port(devices::BusDevice& device, std::uint64_t offset, std::uint8_t value) {
+  device.write(offset, std::span<const std::uint8_t>(&value, 1));
+}
+
+// Linux's init_8259A with every input unmasked.
+inline void init_pic(devices::Pic& pic) {
+  for (const std::uint8_t v : {0x11, 0x30, 0x04, 0x01}) write_port(pic.master(), v == 0x11 ? 0 : 1, v);
+  for (const std::uint8_t v : {0x11, 0x38, 0x02, 0x01}) write_port(pic.slave(), v == 0x11 ? 0 : 1, v);
+  write_port(pic.master(), 1, 0x00);
+  write_port(pic.slave(), 1, 0x00);
+}
 
 }  // namespace vmm::testing

@@ -20,28 +20,9 @@ namespace {
 using testing::FakeIrqLine;
 using testing::FakeMsiSink;
 
-struct FakeIoApicPins {
-  std::array<FakeIrqLine, 24> pins;
-  std::vector<unsigned> looked_up;
-  IsaIrqRouter::IoApicPins lookup() {
-    return [this](unsigned pin) -> IrqLine& {
-      looked_up.push_back(pin);
-      return pins.at(pin);
-    };
-  }
-};
-
-void write_port(BusDevice& device, std::uint64_t offset, std::uint8_t value) {
-  device.write(offset, std::span<const std::uint8_t>(&value, 1));
-}
-
-// Linux's init_8259A with every input unmasked.
-void init_pic(Pic& pic) {
-  for (const std::uint8_t v : {0x11, 0x30, 0x04, 0x01}) write_port(pic.master(), v == 0x11 ? 0 : 1, v);
-  for (const std::uint8_t v : {0x11, 0x38, 0x02, 0x01}) write_port(pic.slave(), v == 0x11 ? 0 : 1, v);
-  write_port(pic.master(), 1, 0x00);
-  write_port(pic.slave(), 1, 0x00);
-}
+using testing::FakeIoApicPins;
+using testing::init_pic;
+using testing::write_port;
 
 TEST(IsaIrqRouter, PinMappingMatchesTheMadt) {
   EXPECT_EQ(IsaIrqRouter::ioapic_pin_for(0), 2u);

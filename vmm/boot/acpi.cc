@@ -214,6 +214,12 @@ namespace {
 
 // \_SB.PCI0: bus 0 behind a PCI host bridge, with the ranges it decodes
 // and the INTx routing of every slot.
+// The interrupt model the OS chose through \_PIC: 0 PIC (ACPI's default
+// until the OS says otherwise), 1 APIC. _PRT reads it.
+constexpr const char* kInterruptModel = "\\PICM";
+constexpr const char* kApicRoutes = "PRTA";
+constexpr const char* kPicRoutes = "PRTP";
+
 aml::Bytes pci_host_bridge() {
   using namespace aml;
   using devices::pci::PciRoot;
@@ -229,14 +235,20 @@ aml::Bytes pci_host_bridge() {
                         .dword_memory(window_base, window_last)
                         .buffer();
   // _PRT entries: { address (slot << 16 | 0xFFFF: any function), pin
-  // (0 = INTA#), source (0: the fourth field is a GSI), GSI }.
-  std::vector<Bytes> routes;
+  // (0 = INTA#), source (0: the fourth field is a GSI), GSI }. In PIC mode
+  // GSIs 0-15 are the 8259 pair's inputs, so no link devices are needed.
+  std::vector<Bytes> apic_routes, pic_routes;
   for (unsigned slot = 1; slot < PciRoot::kSlots; ++slot) {
-    routes.push_back(package({integer((std::uint64_t{slot} << 16) | 0xFFFF), integer(0), integer(0),
-                              integer(pci_intx_gsi(slot))}));
+    const Bytes address = integer((std::uint64_t{slot} << 16) | 0xFFFF);
+    apic_routes.push_back(package({address, integer(0), integer(0), integer(pci_intx_gsi(slot))}));
+    pic_routes.push_back(package({address, integer(0), integer(0), integer(pci_intx_pic_irq(slot))}));
   }
   return device("PCI0", {name("_HID", eisa_id("PNP0A03")), name("_UID", integer(0)), name("_ADR", integer(0)),
-                         name("_BBN", integer(0)), name("_CRS", crs), name("_PRT", package(routes))});
+                         name("_BBN", integer(0)), name("_CRS", crs), name(kApicRoutes, package(apic_routes)),
+                         name(kPicRoutes, package(pic_routes)),
+                         method("_PRT", 0,
+                                {if_then(reference(kInterruptModel), {return_value(reference(kApicRoutes))}),
+                                 return_value(reference(kPicRoutes))})});
 }
 
 }  // namespace
@@ -263,6 +275,8 @@ std::vector<std::uint8_t> dsdt_aml(const AcpiConfig& config) {
   // PM1a_CNT to power off.
   return concat({
       name("\\_S5", package({integer(kSlpTypS5), integer(kSlpTypS5), integer(0), integer(0)})),
+      name(kInterruptModel, integer(0)),
+      method("\\_PIC", 1, {store(arg(0), kInterruptModel)}),
       scope("\\_SB", devices),
   });
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "devices/guest_memory.h"
+#include "devices/pci/intx_router.h"
 
 namespace vmm::boot::acpi {
 
@@ -71,14 +72,14 @@ inline constexpr std::uint32_t kHpetEventTimerBlockId =
 
 // PCI bus 0 (devices/pci/pci_root.h has the layout): the DSDT's host bridge
 // \_SB.PCI0 hands its bus the I/O ports outside 0xCF8-0xCFF and the 32-bit
-// MMIO window at devices::pci::PciRoot::kMmioWindowBase, and its _PRT routes
-// INTA# of slot s to IOAPIC pin pci_intx_gsi(s), level-triggered, active-low
-// (the PCI default for a GSI without an override). Pins 16-23 carry nothing
-// else, so eight slots in a row never share a pin. Only INTA# is routed: a
-// single-function device uses no other.
-inline constexpr unsigned kPciIntxGsiBase = 16;
-inline constexpr unsigned kPciIntxGsiCount = 8;
-constexpr unsigned pci_intx_gsi(unsigned slot) noexcept { return kPciIntxGsiBase + slot % kPciIntxGsiCount; }
+// MMIO window at devices::pci::PciRoot::kMmioWindowBase. Its _PRT routes
+// INTA# of slot s as devices/pci/intx_router.h wires it: in APIC mode (the
+// OS called \_PIC(1)) to IOAPIC pin pci_intx_gsi(s), in PIC mode (the
+// default, or \_PIC(0)) to ISA IRQ pci_intx_pic_irq(s) on the 8259 pair;
+// level-triggered, active-low either way (the PCI default for a GSI without
+// an override). Only INTA# is routed: a single-function device uses no other.
+constexpr unsigned pci_intx_gsi(unsigned slot) noexcept { return devices::pci::IntxRouter::ioapic_pin_for(slot); }
+constexpr unsigned pci_intx_pic_irq(unsigned slot) noexcept { return devices::pci::IntxRouter::pic_irq_for(slot); }
 
 // APIC IDs 0xFF is the broadcast ID, and the I/O APIC needs one of its own.
 inline constexpr unsigned kMaxCpus = 254;

@@ -174,6 +174,38 @@ Bytes device(std::string_view path, const std::vector<Bytes>& terms) {
   return with_pkg_length({kExtOpPrefix, kDeviceOp}, body);
 }
 
+Bytes method(std::string_view path, unsigned args, const std::vector<Bytes>& terms) {
+  if (args > 7) throw Error(fmt::format("AML method {} with {} arguments; at most 7", path, args));
+  Bytes body = name_string(path);
+  body.push_back(static_cast<std::uint8_t>(args));  // MethodFlags: ArgCount, NotSerialized, SyncLevel 0
+  for (const Bytes& term : terms) append(body, term);
+  return with_pkg_length({kMethodOp}, body);
+}
+
+Bytes arg(unsigned n) {
+  if (n > 6) throw Error(fmt::format("AML Arg{} does not exist (Arg0-Arg6)", n));
+  return {static_cast<std::uint8_t>(kArg0Op + n)};
+}
+
+Bytes store(const Bytes& value, std::string_view target) {
+  Bytes out{kStoreOp};
+  append(out, value);
+  append(out, name_string(target));
+  return out;
+}
+
+Bytes if_then(const Bytes& predicate, const std::vector<Bytes>& terms) {
+  Bytes body = predicate;
+  for (const Bytes& term : terms) append(body, term);
+  return with_pkg_length({kIfOp}, body);
+}
+
+Bytes return_value(const Bytes& value) {
+  Bytes out{kReturnOp};
+  append(out, value);
+  return out;
+}
+
 Bytes concat(const std::vector<Bytes>& terms) {
   Bytes out;
   for (const Bytes& term : terms) append(out, term);

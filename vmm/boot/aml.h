@@ -1,6 +1,7 @@
 // A small AML (ACPI Machine Language) encoder: just the terms the DSDT needs
-// (names, integers, packages, buffers, scopes, devices, EISA IDs and the
-// resource descriptors a legacy device's _CRS uses). Encodings follow the
+// (names, integers, packages, buffers, scopes, devices, EISA IDs, the
+// resource descriptors a legacy device's _CRS uses, and the few statements
+// of the _PIC and _PRT methods). Encodings follow the
 // ACPI specification, chapter "ACPI Machine Language (AML) Specification".
 //
 // Every function returns the complete encoding of one term, so terms nest
@@ -23,6 +24,11 @@ inline constexpr std::uint8_t kWordPrefix = 0x0B;
 inline constexpr std::uint8_t kDWordPrefix = 0x0C;
 inline constexpr std::uint8_t kQWordPrefix = 0x0E;
 inline constexpr std::uint8_t kScopeOp = 0x10;
+inline constexpr std::uint8_t kMethodOp = 0x14;
+inline constexpr std::uint8_t kArg0Op = 0x68;  // Arg1Op-Arg6Op follow it
+inline constexpr std::uint8_t kStoreOp = 0x70;
+inline constexpr std::uint8_t kIfOp = 0xA0;
+inline constexpr std::uint8_t kReturnOp = 0xA4;
 inline constexpr std::uint8_t kBufferOp = 0x11;
 inline constexpr std::uint8_t kPackageOp = 0x12;
 inline constexpr std::uint8_t kDualNamePrefix = 0x2E;
@@ -61,6 +67,19 @@ Bytes buffer(const Bytes& contents);
 Bytes scope(std::string_view path, const std::vector<Bytes>& terms);
 // Device(path) { terms... }
 Bytes device(std::string_view path, const std::vector<Bytes>& terms);
+
+// Method(path, args, NotSerialized) { terms... }; args 0-7, else vmm::Error.
+Bytes method(std::string_view path, unsigned args, const std::vector<Bytes>& terms);
+// ArgN inside a method; n 0-6, else vmm::Error.
+Bytes arg(unsigned n);
+// Store(value, target): target a named object.
+Bytes store(const Bytes& value, std::string_view target);
+// If (predicate) { terms... }, without Else.
+Bytes if_then(const Bytes& predicate, const std::vector<Bytes>& terms);
+// Return(value)
+Bytes return_value(const Bytes& value);
+// A reference to a named object, as an operand: its NameString.
+inline Bytes reference(std::string_view path) { return name_string(path); }
 
 // ResourceTemplate () { ... } as used in _CRS: collects descriptors and
 // closes them with an End Tag in buffer().
