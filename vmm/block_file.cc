@@ -347,9 +347,7 @@ std::size_t BlockFile::process_completions() noexcept {
     submit_pending();
     completion = completion_;
   }
-  if (completion != nullptr) {
-    for (const Done& d : done) completion->complete(d.tag, d.result);
-  }
+  if (completion != nullptr && !done.empty()) completion->complete(done);
   return done.size();
 }
 

@@ -98,10 +98,7 @@ class BlockFile final : public devices::virtio::BlockBackend {
     bool direct = false;
     int stage = 0;               // write-zeroes: 0 zero range, 1 punch hole, 2 write zeroes
   };
-  struct Done {
-    std::uint64_t tag;
-    std::int64_t result;
-  };
+  using Done = devices::virtio::BlockDone;
 
   BlockFile(std::string path, timers::UniqueFd fd, timers::UniqueFd direct_fd, std::uint64_t size, bool read_only,
             std::uint32_t depth);

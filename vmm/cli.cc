@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cctype>
+#include <charconv>
 #include <limits>
 
 #ifndef VMM_VERSION
@@ -74,7 +75,7 @@ DiskConfig parse_disk(std::string_view text) {
     const std::size_t comma = text.find(',', start);
     const std::string_view part = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     if (first) {
-      if (part.empty()) throw bad("expected PATH[,readonly][,serial=ID]");
+      if (part.empty()) throw bad("expected PATH[,readonly][,serial=ID][,queues=N]");
       disk.path = std::string(part);
       first = false;
     } else if (part == "readonly") {
@@ -88,8 +89,17 @@ DiskConfig parse_disk(std::string_view text) {
       for (char c : disk.serial) {
         if (c < 0x21 || c > 0x7E) throw bad("the serial must be printable ASCII without spaces");
       }
+    } else if (part.rfind("queues=", 0) == 0) {
+      const std::string_view digits = part.substr(7);
+      unsigned queues = 0;
+      const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), queues);
+      if (digits.empty() || error != std::errc{} || end != digits.data() + digits.size() || queues == 0 ||
+          queues > kMaxDiskQueues) {
+        throw bad("queues= takes a number from 1 to " + std::to_string(kMaxDiskQueues));
+      }
+      disk.queues = queues;
     } else {
-      throw bad("unknown option '" + std::string(part) + "' (expected readonly or serial=ID)");
+      throw bad("unknown option '" + std::string(part) + "' (expected readonly, serial=ID or queues=N)");
     }
     if (comma == std::string_view::npos) break;
     start = comma + 1;
@@ -150,7 +160,8 @@ Command parse_command_line(const std::vector<std::string>& args) {
   run->add_flag("--debug-exit", o.debug_exit,
                 "Let the guest end the run through port 0xf4 with status (v << 1) | 1 (for test guests)");
   run->add_option("--disk", disks,
-                  "A virtio-blk disk: PATH[,readonly][,serial=ID] (up to 20 bytes); repeat for more (up to 8)")
+                  "A virtio-blk disk: PATH[,readonly][,serial=ID (up to 20 bytes)][,queues=N (1-64; default one per vCPU)]; "
+                  "repeat for more (up to 8)")
       ->allow_extra_args(false);
   run->add_option("--irqchip", irqchip,
                   "Local APICs: split (default; KVM's, with the IOAPIC and PIC here) or userspace (all here)")

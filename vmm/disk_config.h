@@ -1,4 +1,4 @@
-// What `--disk PATH[,readonly][,serial=ID]` asks for: shared by the command
+// What `--disk PATH[,readonly][,serial=ID][,queues=N]` asks for: shared by the command
 // line, which parses it, and the VM, which opens it (vmm/virtio_disks.h).
 #pragma once
 
@@ -7,14 +7,17 @@
 
 namespace vmm {
 
-// PCI slots 1-8, so that each disk has an INTA# pin of its own.
+// In PCI slots 1-8.
 inline constexpr unsigned kMaxDisks = 8;
+// Request queues of one disk (devices/virtio/block.h's kMaxQueues).
+inline constexpr unsigned kMaxDiskQueues = 64;
 inline constexpr std::size_t kMaxDiskSerial = 20;  // virtio-blk's GET_ID is 20 bytes
 
 struct DiskConfig {
   std::string path;
   bool read_only = false;
   std::string serial;  // what GET_ID returns; up to 20 bytes
+  unsigned queues = 0;  // request queues, 1 to kMaxDiskQueues; 0: one per vCPU
 };
 
 }  // namespace vmm

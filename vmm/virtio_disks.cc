@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -73,7 +74,7 @@ std::vector<OpenDisk> open_disks(const std::vector<DiskConfig>& disks) {
 }
 
 VirtioDisks::VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const KvmVm& vm,
-                         devices::GuestMemory& memory, devices::MsiSink& msi)
+                         devices::GuestMemory& memory, devices::MsiSink& msi, unsigned vcpus)
     : vm_(vm) {
   wake_ = make_eventfd("the I/O thread");
   unsigned slot = kFirstDiskSlot;
@@ -83,15 +84,21 @@ VirtioDisks::VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const 
     disk->file = open.file.get();
     VirtioBlock::Options options;
     options.serial = open.config.serial;
+    static_assert(kMaxDiskQueues == VirtioBlock::kMaxQueues);
+    // One per vCPU by default: Linux binds queue i's vector to vCPU i, so a
+    // request completes where it was sent, without an IPI.
+    options.queues = static_cast<std::uint16_t>(
+        open.config.queues != 0 ? open.config.queues : std::clamp<unsigned>(vcpus, 1, kMaxDiskQueues));
     disk->block = std::make_unique<VirtioBlock>(std::move(open.file), options);
     const Platform::PciIntx intx = platform.pci_intx(slot);
     disk->function = std::make_unique<VirtioPciFunction>(*disk->block, memory, msi, intx.line, intx.gsi);
-    disk->notify = make_eventfd("a queue notification");
+    for (unsigned q = 0; q < options.queues; ++q) disk->notify.push_back(make_eventfd("a queue notification"));
+    disk->notify_address.resize(options.queues);
     disk->function->set_bar_observer(this);
     platform.pci().add(slot, *disk->function);
-    spdlog::info("virtio-blk: {} in PCI slot {} ({} sectors{}, {} I/O)", disk->path, slot,
-                 disk->block->capacity_sectors(), disk->file->read_only() ? ", read-only" : "",
-                 disk->file->direct_io() ? "direct" : "buffered");
+    spdlog::info("virtio-blk: {} in PCI slot {} ({} sectors{}, {} queue{}, {} I/O)", disk->path, slot,
+                 disk->block->capacity_sectors(), disk->file->read_only() ? ", read-only" : "", options.queues,
+                 options.queues == 1 ? "" : "s", disk->file->direct_io() ? "direct" : "buffered");
     disks_.push_back(std::move(disk));
     ++slot;
   }
@@ -102,8 +109,7 @@ VirtioDisks::~VirtioDisks() {
   stop_thread();
   for (auto& disk : disks_) {
     std::lock_guard lock(disk->function->lock());
-    if (disk->notify_address) vm_.set_ioeventfd(disk->notify.get(), *disk->notify_address, kNotifyWidth, false);
-    disk->notify_address.reset();
+    disk->remove_ioeventfds(vm_);
   }
   // Each function goes before its device, each device before its file
   // (whose destructor waits for the requests still at io_uring).
@@ -133,27 +139,33 @@ void VirtioDisks::reset() noexcept {
   }
 }
 
+void VirtioDisks::Disk::remove_ioeventfds(const KvmVm& vm) noexcept {
+  for (std::size_t q = 0; q < notify.size(); ++q) {
+    if (notify_address[q]) vm.set_ioeventfd(notify[q].get(), *notify_address[q], kNotifyWidth, false);
+    notify_address[q].reset();
+  }
+}
+
 void VirtioDisks::on_bar_changed(devices::pci::PciFunction& function, unsigned bar,
                                  std::optional<std::uint64_t> address, std::uint64_t) noexcept {
   if (bar != 0) return;
   for (auto& disk : disks_) {
     if (disk->function.get() != &function) continue;
     // Called with the function's lock held, which is what serializes the
-    // moves of one disk's ioeventfd.
-    if (disk->notify_address) {
-      vm_.set_ioeventfd(disk->notify.get(), *disk->notify_address, kNotifyWidth, false);
-      disk->notify_address.reset();
-    }
+    // moves of one disk's ioeventfds.
+    disk->remove_ioeventfds(vm_);
     if (!address) return;
-    const std::uint64_t at = *address + VirtioPciFunction::notify_offset(0);
-    const int r = vm_.set_ioeventfd(disk->notify.get(), at, kNotifyWidth, true);
-    if (r == 0) {
-      disk->notify_address = at;
-    } else {
-      static RateLimit limit;
-      if (limit.allow()) {
-        spdlog::warn("virtio-blk: {}: no ioeventfd at {:#x} ({}); notifications take MMIO exits", disk->path, at,
-                     std::strerror(-r));
+    for (std::size_t q = 0; q < disk->notify.size(); ++q) {
+      const std::uint64_t at = *address + VirtioPciFunction::notify_offset(static_cast<std::uint16_t>(q));
+      const int r = vm_.set_ioeventfd(disk->notify[q].get(), at, kNotifyWidth, true);
+      if (r == 0) {
+        disk->notify_address[q] = at;
+      } else {
+        static RateLimit limit;
+        if (limit.allow()) {
+          spdlog::warn("virtio-blk: {}: no ioeventfd at {:#x} ({}); notifications take MMIO exits", disk->path,
+                       at, std::strerror(-r));
+        }
       }
     }
     return;
@@ -163,12 +175,22 @@ void VirtioDisks::on_bar_changed(devices::pci::PciFunction& function, unsigned b
 void VirtioDisks::serve() noexcept {
   pthread_setname_np(pthread_self(), "virtio-blk");
   syscall_filter::confine_or_exit(ThreadKind::disk_io);
-  // [0] wake, then per disk: notify, completions.
+  // [0] wake, then per disk: completions, then each queue's notify.
+  struct Source {
+    Disk* disk;
+    int queue;  // -1: the disk's completions
+  };
   std::vector<pollfd> fds;
+  std::vector<Source> sources;
   fds.push_back({wake_.get(), POLLIN, 0});
+  sources.push_back({nullptr, -1});
   for (auto& disk : disks_) {
-    fds.push_back({disk->notify.get(), POLLIN, 0});
     fds.push_back({disk->file->completion_fd(), POLLIN, 0});
+    sources.push_back({disk.get(), -1});
+    for (std::size_t q = 0; q < disk->notify.size(); ++q) {
+      fds.push_back({disk->notify[q].get(), POLLIN, 0});
+      sources.push_back({disk.get(), static_cast<int>(q)});
+    }
   }
   while (!stopping_.load()) {
     const int ready = ::poll(fds.data(), fds.size(), -1);
@@ -178,13 +200,16 @@ void VirtioDisks::serve() noexcept {
       return;
     }
     if (fds[0].revents != 0) continue;  // stopping_ says why
-    for (std::size_t i = 0; i < disks_.size(); ++i) {
-      Disk& disk = *disks_[i];
-      // Completions first: they free slots the new requests may need.
-      if (fds[2 + 2 * i].revents != 0) disk.file->process_completions();
-      if (fds[1 + 2 * i].revents != 0) {
-        drain_eventfd(disk.notify.get());
-        disk.function->notify(0);
+    // In order: each disk's completions come before its notifications, as
+    // they free slots the new requests may need.
+    for (std::size_t i = 1; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) continue;
+      const Source& source = sources[i];
+      if (source.queue < 0) {
+        source.disk->file->process_completions();
+      } else {
+        drain_eventfd(fds[i].fd);
+        source.disk->function->notify(static_cast<std::uint16_t>(source.queue));
       }
     }
   }

@@ -5,7 +5,7 @@
 // The path of one guest request:
 //   vCPU writes the queue's notify address -> KVM matches the ioeventfd and
 //   signals it without leaving the kernel -> this object's thread wakes,
-//   calls VirtioPciFunction::notify(0) -> VirtioBlock takes the chains and
+//   calls VirtioPciFunction::notify(queue) -> VirtioBlock takes the chains and
 //   submits them to io_uring -> the ring's eventfd wakes the same thread ->
 //   BlockFile::process_completions() -> the device writes the status byte,
 //   pushes the used entry and signals the queue's MSI-X vector
@@ -13,8 +13,8 @@
 // One thread serves every disk: a notify costs one wake-up, and completions
 // arrive in batches, so a thread per disk would buy nothing on this scale.
 //
-// Notifications: an ioeventfd (KVM_IOEVENTFD, 2-byte writes) sits on BAR 0's
-// notify address and follows the BAR when the guest moves it
+// Notifications: an ioeventfd (KVM_IOEVENTFD, 2-byte writes) sits on each
+// queue's notify address in BAR 0 and follows the BAR when the guest moves it
 // (PciBarObserver). If KVM refuses one, the writes arrive as MMIO exits
 // instead and the transport serves them on the vCPU thread: slower, same
 // result.
@@ -68,11 +68,12 @@ std::vector<OpenDisk> open_disks(const std::vector<DiskConfig>& disks);
 
 class VirtioDisks final : private devices::pci::PciBarObserver {
  public:
-  // Puts every disk on `platform`'s PCI bus and starts the I/O thread. The
-  // platform, VM, memory and sink must outlive this object. Throws
-  // vmm::Error on a set-up failure.
+  // Puts every disk on `platform`'s PCI bus and starts the I/O thread. A
+  // disk whose config names no queue count gets one queue per vCPU (up to
+  // VirtioBlock::kMaxQueues). The platform, VM, memory and sink must
+  // outlive this object. Throws vmm::Error on a set-up failure.
   VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const KvmVm& vm, devices::GuestMemory& memory,
-              devices::MsiSink& msi);
+              devices::MsiSink& msi, unsigned vcpus);
   // Stops the thread, then waits for every request still at io_uring.
   ~VirtioDisks() override;
   VirtioDisks(const VirtioDisks&) = delete;
@@ -91,8 +92,10 @@ class VirtioDisks final : private devices::pci::PciBarObserver {
     BlockFile* file = nullptr;  // owned by `block`
     std::unique_ptr<devices::virtio::VirtioBlock> block;
     std::unique_ptr<devices::virtio::VirtioPciFunction> function;
-    timers::UniqueFd notify;                     // queue 0's ioeventfd
-    std::optional<std::uint64_t> notify_address;  // where KVM has it now
+    std::vector<timers::UniqueFd> notify;                      // each queue's ioeventfd
+    std::vector<std::optional<std::uint64_t>> notify_address;  // where KVM has each now
+    // Takes every ioeventfd off KVM's bus; with the function's lock held.
+    void remove_ioeventfds(const KvmVm& vm) noexcept;
   };
 
   void on_bar_changed(devices::pci::PciFunction& function, unsigned bar, std::optional<std::uint64_t> address,

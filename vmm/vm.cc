@@ -155,7 +155,8 @@ Vm::Vm(const VmConfig& config, PreparedGuest guest, const KvmSystem& kvm, timers
       });
   platform_->ioapic().publish_all_routes();
   if (!guest.disks.empty()) {
-    disks_ = std::make_unique<VirtioDisks>(std::move(guest.disks), *platform_, kvm_vm_, memory_, platform_->msi());
+    disks_ = std::make_unique<VirtioDisks>(std::move(guest.disks), *platform_, kvm_vm_, memory_, platform_->msi(),
+                                           cpus);
   }
 
   image_ = std::move(guest.image);

@@ -1,6 +1,7 @@
 #include "devices/virtio/block.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -32,11 +33,13 @@ bool append_iov(std::vector<iovec>& out, std::span<const std::span<std::uint8_t>
 VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
     : backend_(std::move(backend)),
       queue_size_(options.queue_size),
+      queue_count_(options.queues),
       capacity_(backend_ ? backend_->size() / kSectorSize : 0),
       features_([&] {
         if (!backend_) return std::uint64_t{0};
         std::uint64_t f = bit(kFeatureVersion1) | bit(kFeatureEventIdx) | bit(kFeatureIndirectDesc) |
                           bit(kFeatureSegMax) | bit(kFeatureBlockSize) | bit(kFeatureFlush);
+        if (options.queues > 1) f |= bit(kFeatureMq);
         if (backend_->read_only()) {
           f |= bit(kFeatureReadOnly);
         } else {
@@ -49,11 +52,16 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
   if (queue_size_ == 0 || queue_size_ > SplitQueue::kMaxSize || (queue_size_ & (queue_size_ - 1)) != 0) {
     throw Error("virtio-blk: queue size " + std::to_string(queue_size_) + " is not a power of two up to 32768");
   }
+  if (queue_count_ == 0 || queue_count_ > kMaxQueues) {
+    throw Error("virtio-blk: " + std::to_string(queue_count_) + " queues; between 1 and " +
+                std::to_string(kMaxQueues) + " are supported");
+  }
   if (options.serial.size() > kIdBytes) {
     throw Error("virtio-blk: serial '" + options.serial + "' is longer than 20 bytes");
   }
   if (capacity_ == 0) throw Error("virtio-blk: the disk is shorter than one 512-byte sector");
-  const std::uint32_t slots = std::min<std::uint32_t>(queue_size_, backend_->max_in_flight());
+  const std::uint32_t slots = std::min<std::uint32_t>(std::uint32_t{queue_size_} * queue_count_,
+                                                      backend_->max_in_flight());
   if (slots == 0) throw Error("virtio-blk: the backend accepts no requests");
   slots_.resize(slots);
   for (std::uint32_t i = slots; i-- > 0;) free_slots_.push_back(i);
@@ -65,7 +73,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
   put(0, capacity_, 8);                                                                // capacity
   put(12, std::clamp<std::uint32_t>(queue_size_ - 2u, 1, kMaxSegments), 4);            // seg_max
   put(20, kSectorSize, 4);                                                             // blk_size
-  put(34, 1, 2);                                                                       // num_queues
+  put(34, queue_count_, 2);                                                            // num_queues
   put(36, kMaxDiscardSectors, 4);                                                      // max_discard_sectors
   put(40, 1, 4);                                                                       // max_discard_seg
   put(44, kDiscardAlignment, 4);                                                       // discard_sector_alignment
@@ -98,24 +106,27 @@ void VirtioBlock::activate(std::uint64_t features, std::span<SplitQueue> queues)
   queues_ = queues;
   active_ = !queues.empty();
   broken_ = false;
+  starved_ = 0;
 }
 
 std::size_t VirtioBlock::reset() noexcept {
   ++epoch_;  // whatever is in flight now completes into nothing
   active_ = false;
   broken_ = false;
+  starved_ = 0;
   queues_ = {};
   features_negotiated_ = 0;
   return in_flight_;
 }
 
 void VirtioBlock::queue_notify(std::uint16_t queue) noexcept {
-  if (queue == 0) process();
+  if (queue < queues_.size()) process(queue);
 }
 
-void VirtioBlock::process() noexcept {
-  if (!active_ || broken_ || !queues_[0].active()) return;
-  SplitQueue& queue = queues_[0];
+void VirtioBlock::process(std::uint16_t index) noexcept {
+  if (!active_ || broken_ || index >= queues_.size() || !queues_[index].active()) return;
+  SplitQueue& queue = queues_[index];
+  starved_ &= ~(std::uint64_t{1} << index);
   ChainError why = ChainError::kNone;
   for (bool more = true; more;) {
     queue.disable_notification();
@@ -141,27 +152,29 @@ void VirtioBlock::process() noexcept {
           queue.push_used(chain_.head, 0);
           break;
         case SplitQueue::Pop::kChain:
-          handle(chain_);
+          handle(index, chain_);
           break;
       }
     }
     // Out of slots: stop here; the next completion resumes.
+    if (!drained && free_slots_.empty()) starved_ |= std::uint64_t{1} << index;
     more = drained && queue.enable_notification();
   }
   backend_->kick();
-  if (queue.needs_signal()) transport_->signal_queue(0);
+  if (queue.needs_signal()) transport_->signal_queue(index);
 }
 
 bool VirtioBlock::in_range(std::uint64_t sector, std::uint64_t sectors) const noexcept {
   return sector <= capacity_ && sectors <= capacity_ - sector;
 }
 
-void VirtioBlock::finish(std::uint16_t head, std::uint8_t* status, std::uint8_t value, std::uint32_t written) noexcept {
+void VirtioBlock::finish(std::uint16_t queue, std::uint16_t head, std::uint8_t* status, std::uint8_t value,
+                         std::uint32_t written) noexcept {
   if (status != nullptr) *status = value;
-  queues_[0].push_used(head, written);
+  queues_[queue].push_used(head, written);
 }
 
-void VirtioBlock::handle(const Chain& chain) noexcept {
+void VirtioBlock::handle(std::uint16_t queue, const Chain& chain) noexcept {
   auto refuse = [&](const char* why) {
     if (g_request_log.allow()) {
       spdlog::warn("virtio-blk: request {} refused: {} ({} suppressed)", chain.head, why,
@@ -170,14 +183,14 @@ void VirtioBlock::handle(const Chain& chain) noexcept {
   };
   if (chain.writable_bytes == 0) {
     refuse("no status byte");
-    queues_[0].push_used(chain.head, 0);
+    queues_[queue].push_used(chain.head, 0);
     return;
   }
   std::uint8_t* status = &chain.writable.back().back();
   std::array<std::uint8_t, kHeaderSize> header{};
   if (!gather(chain.readable, 0, header)) {
     refuse("header shorter than 16 bytes");
-    finish(chain.head, status, kStatusIoErr, 1);
+    finish(queue, chain.head, status, kStatusIoErr, 1);
     return;
   }
   const auto type = static_cast<std::uint32_t>(load_le(std::span<const std::uint8_t>(header.data(), 4)));
@@ -186,7 +199,7 @@ void VirtioBlock::handle(const Chain& chain) noexcept {
   const std::uint64_t data_in = chain.writable_bytes - 1;
   auto error = [&](std::uint8_t value, const char* why) {
     refuse(why);
-    finish(chain.head, status, value, 1);
+    finish(queue, chain.head, status, value, 1);
   };
   const std::uint32_t slot_index = free_slots_.back();
   std::vector<iovec>& iov = slots_[slot_index].iov;
@@ -201,26 +214,26 @@ void VirtioBlock::handle(const Chain& chain) noexcept {
       if ((in ? data_out : data_in) != 0) return error(kStatusIoErr, "data buffers in the wrong direction");
       if (bytes % kSectorSize != 0) return error(kStatusIoErr, "length not a multiple of 512");
       if (!in_range(sector, bytes / kSectorSize)) return error(kStatusIoErr, "sectors past the end of the disk");
-      if (bytes == 0) return finish(chain.head, status, kStatusOk, 1);
+      if (bytes == 0) return finish(queue, chain.head, status, kStatusOk, 1);
       const bool fits = in ? append_iov(iov, chain.writable, 0, bytes, kMaxSegments)
                            : append_iov(iov, chain.readable, kHeaderSize, bytes, kMaxSegments);
       if (!fits) return error(kStatusIoErr, "too many data buffers");
       BlockRequest request;
       request.op = in ? BlockOp::kRead : BlockOp::kWrite;
       request.offset = sector * kSectorSize;
-      submit(request, chain.head, status, static_cast<std::uint32_t>(in ? bytes + 1 : 1));
+      submit(request, queue, chain.head, status, static_cast<std::uint32_t>(in ? bytes + 1 : 1));
       return;
     }
     case kTypeFlush: {
       BlockRequest request;
       request.op = BlockOp::kFlush;
-      submit(request, chain.head, status, 1);
+      submit(request, queue, chain.head, status, 1);
       return;
     }
     case kTypeGetId: {
       const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kIdBytes, data_in));
       scatter(chain.writable, 0, std::span<const std::uint8_t>(id_.data(), n));
-      return finish(chain.head, status, kStatusOk, static_cast<std::uint32_t>(n + 1));
+      return finish(queue, chain.head, status, kStatusOk, static_cast<std::uint32_t>(n + 1));
     }
     case kTypeDiscard:
     case kTypeWriteZeroes: {
@@ -239,12 +252,12 @@ void VirtioBlock::handle(const Chain& chain) noexcept {
         return error(kStatusUnsupported, "unsupported segment flags");
       }
       if (count > kMaxDiscardSectors || !in_range(first, count)) return error(kStatusIoErr, "range past the end");
-      if (count == 0) return finish(chain.head, status, kStatusOk, 1);
+      if (count == 0) return finish(queue, chain.head, status, kStatusOk, 1);
       BlockRequest request;
       request.op = discard ? BlockOp::kDiscard : BlockOp::kWriteZeroes;
       request.offset = first * kSectorSize;
       request.length = std::uint64_t{count} * kSectorSize;
-      submit(request, chain.head, status, 1);
+      submit(request, queue, chain.head, status, 1);
       return;
     }
     default:
@@ -252,7 +265,8 @@ void VirtioBlock::handle(const Chain& chain) noexcept {
   }
 }
 
-void VirtioBlock::submit(BlockRequest request, std::uint16_t head, std::uint8_t* status, std::uint32_t written) noexcept {
+void VirtioBlock::submit(BlockRequest request, std::uint16_t queue, std::uint16_t head, std::uint8_t* status,
+                         std::uint32_t written) noexcept {
   const std::uint32_t index = free_slots_.back();
   Slot& slot = slots_[index];
   request.iov = slot.iov;
@@ -261,32 +275,42 @@ void VirtioBlock::submit(BlockRequest request, std::uint16_t head, std::uint8_t*
     if (g_request_log.allow()) {
       spdlog::warn("virtio-blk: backend refused request {} ({} suppressed)", head, g_request_log.take_suppressed());
     }
-    finish(head, status, kStatusIoErr, 1);
+    finish(queue, head, status, kStatusIoErr, 1);
     return;
   }
   free_slots_.pop_back();
   slot.busy = true;
   slot.epoch = epoch_;
+  slot.queue = queue;
   slot.head = head;
   slot.status = status;
   slot.written = written;
   ++in_flight_;
 }
 
-void VirtioBlock::complete(std::uint64_t tag, std::int64_t result) noexcept {
+void VirtioBlock::complete(std::span<const BlockDone> batch) noexcept {
   std::lock_guard lock(*lock_);
-  if (tag >= slots_.size() || !slots_[tag].busy) return;  // the backend broke its contract
-  Slot& slot = slots_[tag];
-  slot.busy = false;
-  free_slots_.push_back(static_cast<std::uint32_t>(tag));
-  --in_flight_;
-  if (slot.epoch == epoch_ && active_) {
-    if (result < 0 && g_request_log.allow()) {
-      spdlog::warn("virtio-blk: request {} failed: {} ({} suppressed)", slot.head, std::strerror(static_cast<int>(-result)),
-                   g_request_log.take_suppressed());
+  std::uint64_t answered = 0;  // bit q: a request of queue q went back to the driver
+  for (const BlockDone& done : batch) {
+    if (done.tag >= slots_.size() || !slots_[done.tag].busy) continue;  // the backend broke its contract
+    Slot& slot = slots_[done.tag];
+    slot.busy = false;
+    free_slots_.push_back(static_cast<std::uint32_t>(done.tag));
+    --in_flight_;
+    if (slot.epoch != epoch_ || !active_) continue;
+    if (done.result < 0 && g_request_log.allow()) {
+      spdlog::warn("virtio-blk: request {} failed: {} ({} suppressed)", slot.head,
+                   std::strerror(static_cast<int>(-done.result)), g_request_log.take_suppressed());
     }
-    finish(slot.head, slot.status, result < 0 ? kStatusIoErr : kStatusOk, result < 0 ? 1 : slot.written);
-    process();  // signals, and takes chains that waited for a slot
+    finish(slot.queue, slot.head, slot.status, done.result < 0 ? kStatusIoErr : kStatusOk,
+           done.result < 0 ? 1 : slot.written);
+    answered |= std::uint64_t{1} << slot.queue;
+  }
+  // Each queue answered takes the chains that waited for a slot and signals
+  // the driver once for the whole batch; queues that stopped for want of a
+  // slot resume as well.
+  for (std::uint64_t waiting = answered | starved_; waiting != 0; waiting &= waiting - 1) {
+    process(static_cast<std::uint16_t>(std::countr_zero(waiting)));
   }
   if (in_flight_ == 0) transport_->became_idle();
 }

@@ -1,9 +1,15 @@
-// virtio-blk (VIRTIO 1.1, 5.2) over a BlockBackend: one request queue;
-// IN, OUT, FLUSH, GET_ID, DISCARD and WRITE_ZEROES.
+// virtio-blk (VIRTIO 1.1, 5.2) over a BlockBackend: one or more request
+// queues; IN, OUT, FLUSH, GET_ID, DISCARD and WRITE_ZEROES.
 //
 // Offered features: VERSION_1, EVENT_IDX, INDIRECT_DESC, SEG_MAX, BLK_SIZE
-// (512), FLUSH; RO for a read-only disk; DISCARD and WRITE_ZEROES (one
-// segment each) when the disk is writable and the backend can do them.
+// (512), FLUSH; MQ with more than one queue; RO for a read-only disk;
+// DISCARD and WRITE_ZEROES (one segment each) when the disk is writable and
+// the backend can do them.
+//
+// Several queues let a guest give each vCPU its own (Linux does, with the
+// queue's MSI-X vector bound to that vCPU), so a request completes on the
+// vCPU that sent it without an IPI between them. A request completes on the
+// queue it came from. The queues share one pool of request slots.
 //
 // A request is header (16 bytes: type, reserved, sector; device-readable),
 // data, status (the last device-writable byte), laid out over descriptors in
@@ -28,8 +34,9 @@
 //
 // Threading: see devices/virtio/virtio.h. The backend's completions take
 // the transport's lock. Requests in flight are bounded by the queue size
-// and the backend's max_in_flight(); when full, the device stops taking
-// chains and resumes on the next completion.
+// times the number of queues and by the backend's max_in_flight(); when
+// full, the device stops taking chains, and every queue that stopped
+// resumes on the next completion.
 #pragma once
 
 #include <sys/uio.h>
@@ -55,7 +62,8 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   static constexpr std::uint8_t kStatusOk = 0, kStatusIoErr = 1, kStatusUnsupported = 2;
   // Feature bits (5.2.3).
   static constexpr unsigned kFeatureSegMax = 2, kFeatureReadOnly = 5, kFeatureBlockSize = 6, kFeatureFlush = 9,
-                            kFeatureDiscard = 13, kFeatureWriteZeroes = 14;
+                            kFeatureMq = 12, kFeatureDiscard = 13, kFeatureWriteZeroes = 14;
+  static constexpr std::uint16_t kMaxQueues = 64;
   static constexpr std::uint32_t kSectorSize = 512;
   static constexpr std::size_t kHeaderSize = 16;
   static constexpr std::size_t kIdBytes = 20;
@@ -69,6 +77,7 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   struct Options {
     std::string serial;               // GET_ID: up to 20 bytes, zero padded
     std::uint16_t queue_size = 256;   // a power of two
+    std::uint16_t queues = 1;         // 1 to kMaxQueues
   };
 
   // Takes the backend (destroyed first in ~VirtioBlock, which waits for
@@ -84,7 +93,7 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   // VirtioDevice.
   std::uint16_t device_type() const noexcept override { return kDeviceBlock; }
   std::uint64_t device_features() const noexcept override { return features_; }
-  std::uint16_t queue_count() const noexcept override { return 1; }
+  std::uint16_t queue_count() const noexcept override { return queue_count_; }
   std::uint16_t max_queue_size() const noexcept override { return queue_size_; }
   std::uint32_t config_size() const noexcept override { return kConfigSize; }
   void attach(VirtioTransport& transport, std::mutex& lock) noexcept override;
@@ -99,25 +108,31 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   struct Slot {
     bool busy = false;
     std::uint64_t epoch = 0;
+    std::uint16_t queue = 0;
     std::uint16_t head = 0;
     std::uint8_t* status = nullptr;  // in guest RAM
     std::uint32_t written = 0;       // used length on success
     std::vector<iovec> iov;
   };
 
-  void complete(std::uint64_t tag, std::int64_t result) noexcept override;
-  void process() noexcept;
-  // Handles one chain: finished at once (status written, used pushed) or
-  // handed to the backend.
-  void handle(const Chain& chain) noexcept;
-  void finish(std::uint16_t head, std::uint8_t* status, std::uint8_t value, std::uint32_t written) noexcept;
+  void complete(std::span<const BlockDone> batch) noexcept override;
+  // Takes the chains of `queue` while slots are free, then signals it if
+  // the driver asks for it.
+  void process(std::uint16_t queue) noexcept;
+  // Handles one chain of `queue`: finished at once (status written, used
+  // pushed) or handed to the backend.
+  void handle(std::uint16_t queue, const Chain& chain) noexcept;
+  void finish(std::uint16_t queue, std::uint16_t head, std::uint8_t* status, std::uint8_t value,
+              std::uint32_t written) noexcept;
   bool in_range(std::uint64_t sector, std::uint64_t sectors) const noexcept;
   // Hands `request` (its iovecs already in the last free slot) to the
   // backend, or finishes it with IOERR when the backend refuses.
-  void submit(BlockRequest request, std::uint16_t head, std::uint8_t* status, std::uint32_t written) noexcept;
+  void submit(BlockRequest request, std::uint16_t queue, std::uint16_t head, std::uint8_t* status,
+              std::uint32_t written) noexcept;
 
   std::unique_ptr<BlockBackend> backend_;
   const std::uint16_t queue_size_;
+  const std::uint16_t queue_count_;
   const std::uint64_t capacity_;  // sectors
   const std::uint64_t features_;
   std::array<std::uint8_t, kConfigSize> config_{};
@@ -134,6 +149,7 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   std::uint64_t epoch_ = 0;
   std::vector<Slot> slots_;
   std::vector<std::uint32_t> free_slots_;
+  std::uint64_t starved_ = 0;  // bit q: queue q stopped for want of a slot
   std::size_t in_flight_ = 0;
   Chain chain_;  // reused
 };

@@ -11,7 +11,8 @@
 //   for a batch).
 // * Each accepted request completes exactly once, through the completion
 //   set with set_completion(), with the number of bytes transferred (reads
-//   and writes: all of them) or -errno. The completion runs on whichever
+//   and writes: all of them) or -errno; requests that completed together
+//   are reported in one call. The completion runs on whichever
 //   thread drives the backend (vmm/block_file: its process_completions()),
 //   never with the backend's own lock held, and may submit again.
 // * The iovec array and the guest memory it points to must stay valid until
@@ -38,10 +39,19 @@ struct BlockRequest {
   std::uint64_t tag = 0;              // handed back to the completion
 };
 
+// One request's end: its tag and its result (bytes, or -errno).
+struct BlockDone {
+  std::uint64_t tag = 0;
+  std::int64_t result = 0;
+};
+
 class BlockCompletion {
  public:
   virtual ~BlockCompletion() = default;
-  virtual void complete(std::uint64_t tag, std::int64_t result) noexcept = 0;
+  // The requests that completed together (one pass over the backend's
+  // completion queue), so that the device can answer them under one lock
+  // and interrupt the driver once for all of them.
+  virtual void complete(std::span<const BlockDone> batch) noexcept = 0;
 };
 
 class BlockBackend {

@@ -338,6 +338,30 @@ TEST(VirtioBlock, ChainsWaitForFreeSlotsAndResumeOnCompletion) {
   for (const auto& r : requests) EXPECT_EQ(rig.status_of(r), B::kStatusOk);
 }
 
+// The queues share the slots: a queue that stopped because another one
+// held every slot takes its chains as soon as any request completes.
+TEST(VirtioBlock, AQueueStarvedOfSlotsResumesWhenAnotherQueuesRequestCompletes) {
+  BlockRig rig(false, /*max_in_flight=*/1, "disk-0", 64, /*queues=*/2);
+  auto& d = rig.driver;
+  d.set_status(0);
+  ASSERT_TRUE(d.negotiate(BlockRig::kFeatures | bit(B::kFeatureMq)));
+  d.setup_queue();
+  testing::DriverRing second(rig.memory, 64, 0x8000);
+  d.setup_queue(1, second, kNoVector);
+  d.driver_ok();
+  const auto first = rig.post(0, B::kTypeIn, 0, 512, true);
+  d.kick(0);
+  const auto waiting = rig.post_flush(second, 0, 0x30000);
+  d.kick(1);
+  ASSERT_EQ(rig.backend.queued(), 1u) << "the only slot is queue 0's";
+  rig.backend.complete();
+  EXPECT_EQ(rig.status_of(first), B::kStatusOk);
+  EXPECT_EQ(rig.backend.queued(), 1u) << "queue 1 took the freed slot without a new notification";
+  rig.backend.complete();
+  EXPECT_EQ(second.used_idx(), 1);
+  EXPECT_EQ(rig.status_of(waiting), B::kStatusOk);
+}
+
 TEST(VirtioBlock, ResetWithRequestsInFlightKeepsWhatWasAcknowledgedOnly) {
   BlockRig rig;
   ASSERT_TRUE(rig.driver.init(BlockRig::kFeatures));

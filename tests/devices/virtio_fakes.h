@@ -72,13 +72,23 @@ class MemoryBackend final : public devices::virtio::BlockBackend {
       result = error != 0 ? -error : execute(p);
       completion = completion_;
     }
-    if (completion != nullptr) completion->complete(p.tag, result);
+    const devices::virtio::BlockDone done{p.tag, result};
+    if (completion != nullptr) completion->complete(std::span(&done, 1));
     return true;
   }
+  // Carries out every queued request and reports them in one batch, as a
+  // backend does with the completions it finds together.
   std::size_t complete_all() {
-    std::size_t n = 0;
-    while (complete()) ++n;
-    return n;
+    devices::virtio::BlockCompletion* completion;
+    std::vector<devices::virtio::BlockDone> batch;
+    {
+      std::lock_guard lock(mu_);
+      for (Pending& p : queued_) batch.push_back({p.tag, execute(p)});
+      queued_.clear();
+      completion = completion_;
+    }
+    if (completion != nullptr && !batch.empty()) completion->complete(batch);
+    return batch.size();
   }
 
   std::size_t queued() const {
@@ -188,11 +198,13 @@ class VirtioDriver {
                devices::virtio::kStatusFeaturesOk);
     return (status() & devices::virtio::kStatusFeaturesOk) != 0;
   }
-  void setup_queue(std::uint16_t vector = devices::virtio::kNoVector) {
-    set_common(F::kQueueSelect, 0, 2);
-    set_common(F::kQueueSize, queue_size_, 2);
+  void setup_queue(std::uint16_t vector = devices::virtio::kNoVector) { setup_queue(0, ring_, vector); }
+  // Queue `queue` on `ring`, which the caller keeps (queue 0 has ring()).
+  void setup_queue(std::uint16_t queue, DriverRing& ring, std::uint16_t vector) {
+    set_common(F::kQueueSelect, queue, 2);
+    set_common(F::kQueueSize, ring.layout().size, 2);
     set_common(F::kQueueMsixVector, vector, 2);
-    const auto& l = ring_.layout();
+    const auto& l = ring.layout();
     for (auto [field, address] : {std::pair{F::kQueueDesc, l.desc}, std::pair{F::kQueueDriver, l.avail},
                                   std::pair{F::kQueueDevice, l.used}}) {
       set_common(field, address & 0xFFFF'FFFF, 4);  // as Linux: low half, then high half

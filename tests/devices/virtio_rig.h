@@ -35,11 +35,11 @@ struct BasicBlockRig {
     std::uint64_t data;
   };
 
-  BasicBlockRig(std::unique_ptr<Backend> disk, std::string serial, std::uint16_t queue_size)
+  BasicBlockRig(std::unique_ptr<Backend> disk, std::string serial, std::uint16_t queue_size, std::uint16_t queues = 1)
       : memory(devices::GuestMemory::allocate(8 << 20)),
         backend_owner(std::move(disk)),
         backend(*backend_owner),
-        block(std::move(backend_owner), devices::virtio::VirtioBlock::Options{std::move(serial), queue_size}),
+        block(std::move(backend_owner), devices::virtio::VirtioBlock::Options{std::move(serial), queue_size, queues}),
         function(block, memory, msi, &intx, 11),
         driver(function, memory, queue_size) {}
 
@@ -71,6 +71,19 @@ struct BasicBlockRig {
     driver.ring().publish(r.head);
     return r;
   }
+  // A FLUSH on `ring` (another queue's) in descriptors 2*slot, 2*slot+1,
+  // with its header and status at `base` + 0x40 * slot; published.
+  Request post_flush(DriverRing& ring, unsigned slot, std::uint64_t base) {
+    Request r{static_cast<std::uint16_t>(2 * slot), base + 0x40ull * slot, base + 0x40ull * slot + 0x20, 0};
+    std::array<std::uint8_t, 16> header{};
+    devices::store_le(std::span(header.data(), 4), devices::virtio::VirtioBlock::kTypeFlush);
+    memory.write(r.header, header);
+    memory.write_obj(r.status, std::uint8_t{0xAA});
+    ring.set_desc(r.head, r.header, 16, devices::virtio::SplitQueue::kDescNext, static_cast<std::uint16_t>(r.head + 1));
+    ring.set_desc(static_cast<std::uint16_t>(r.head + 1), r.status, 1, devices::virtio::SplitQueue::kDescWrite);
+    ring.publish(r.head);
+    return r;
+  }
   std::uint8_t status_of(const Request& r) {
     std::uint8_t s = 0;
     memory.read_obj(r.status, s);
@@ -98,9 +111,9 @@ struct BasicBlockRig {
 
 struct BlockRig : BasicBlockRig<MemoryBackend> {
   explicit BlockRig(bool read_only = false, std::uint32_t max_in_flight = 64, std::string serial = "disk-0",
-                    std::uint16_t queue_size = 64)
+                    std::uint16_t queue_size = 64, std::uint16_t queues = 1)
       : BasicBlockRig(std::make_unique<MemoryBackend>(kDiskBytes, read_only, max_in_flight), std::move(serial),
-                      queue_size) {}
+                      queue_size, queues) {}
 };
 
 }  // namespace vmm::testing

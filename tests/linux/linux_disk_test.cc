@@ -84,7 +84,8 @@ ProcessResult make_ext4_with_script(const TempDir& dir, const std::string& name,
 // How the disk interrupts the guest: MSI-X (Linux's choice), INTx on the
 // IOAPIC (`pci=nomsi`), and INTx on the 8259 pair (`noapic` too: Linux
 // calls \_PIC(0) and _PRT answers with ISA IRQ 10). Each is named by the
-// chip /proc/interrupts shows for the device.
+// chip /proc/interrupts shows for the device. Two vCPUs, so the disk has
+// two request queues (one per vCPU) in each.
 struct InterruptPath {
   const char* name;
   const char* cmdline;
@@ -126,7 +127,8 @@ TEST_P(LinuxDiskInterrupts, Ext4ImageReadWrittenSyncedAndCheckedByTheHost) {
              " > /mnt/pattern.txt\n"
              "sync\n"
              "echo VMMDISK written\n"
-             "echo \"VMMDISK interrupts=$(grep -m1 virtio0 /proc/interrupts)\"\n");
+             "echo \"VMMDISK interrupts=$(grep -m1 virtio0 /proc/interrupts)\"\n"
+             "echo \"VMMDISK queues=$(ls /sys/block/vda/mq | wc -l)\"\n");
 
   const std::string image = dir.file("disk.ext4");
   const ProcessResult mkfs = run_process(
@@ -138,7 +140,7 @@ TEST_P(LinuxDiskInterrupts, Ext4ImageReadWrittenSyncedAndCheckedByTheHost) {
       "vmm.run=mkdir,-p,/mnt vmm.run=mount,-t,ext4,/dev/vda,/mnt "
       "vmm.run=cp,/mnt/check.sh,/tmp/check.sh vmm.run=sh,/tmp/check.sh vmm.run=umount,/mnt";
   const ProcessResult run = run_process({VMM_BINARY, "run", "--kernel", kernel(), "--initrd", initramfs(),
-                                         "--memory", "512M", "--cpus", "1", "--cmdline", cmdline,
+                                         "--memory", "512M", "--cpus", "2", "--cmdline", cmdline,
                                          "--disk", image + ",serial=" + kSerial},
                                         // A lost interrupt leaves the guest waiting for its disk
                                         // forever; a boot takes about 20 s in the lab.
@@ -156,6 +158,8 @@ TEST_P(LinuxDiskInterrupts, Ext4ImageReadWrittenSyncedAndCheckedByTheHost) {
         << "step " << step << " did not succeed\n" << log;
   }
   ASSERT_EQ(lines_with(run.out, "VMMDISK written").size(), 1u) << log;
+  EXPECT_EQ(lines_with(run.out, "VMMDISK queues="), std::vector<std::string>{"2"})
+      << "a request queue per vCPU\n" << log;
   const std::vector<std::string> interrupts = lines_with(run.out, "VMMDISK interrupts=");
   ASSERT_EQ(interrupts.size(), 1u) << log;
   EXPECT_NE(interrupts[0].find(path.chip), std::string::npos)

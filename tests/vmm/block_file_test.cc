@@ -50,7 +50,9 @@ std::string open_error(const std::string& path, BlockFile::Options options = {})
 }
 
 struct Recorder final : devices::virtio::BlockCompletion {
-  void complete(std::uint64_t tag, std::int64_t result) noexcept override { results.emplace_back(tag, result); }
+  void complete(std::span<const devices::virtio::BlockDone> batch) noexcept override {
+    for (const auto& done : batch) results.emplace_back(done.tag, done.result);
+  }
   std::vector<std::pair<std::uint64_t, std::int64_t>> results;
 };
 

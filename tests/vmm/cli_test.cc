@@ -80,6 +80,11 @@ TEST(CliTest, EveryBadCommandLineIsAUsageError) {
       {"run", "--kernel", "k", "--disk", "d,ro"},
       {"run", "--kernel", "k", "--disk", "d,serial="},
       {"run", "--kernel", "k", "--disk", "d,serial=has space"},
+      {"run", "--kernel", "k", "--disk", "d,queues="},
+      {"run", "--kernel", "k", "--disk", "d,queues=0"},
+      {"run", "--kernel", "k", "--disk", "d,queues=65"},
+      {"run", "--kernel", "k", "--disk", "d,queues=2x"},
+      {"run", "--kernel", "k", "--disk", "d,queues=-1"},
       {"run", "--kernel", "k", "--disk", "a", "--disk", "b", "--disk", "c", "--disk", "d", "--disk", "e",
        "--disk", "f", "--disk", "g", "--disk", "h", "--disk", "i"},
       {"fly"},
@@ -109,6 +114,9 @@ TEST(CliTest, Disks) {
   EXPECT_EQ(c.run.disks[2].serial, "x");
   EXPECT_TRUE(parse_command_line({"run", "--kernel", "k"}).run.disks.empty());
   EXPECT_EQ(parse_disk("d,serial=12345678901234567890").serial, "12345678901234567890");
+  EXPECT_EQ(c.run.disks[0].queues, 0u) << "one per vCPU unless told";
+  EXPECT_EQ(parse_disk("d,queues=1").queues, 1u);
+  EXPECT_EQ(parse_disk("d,readonly,queues=64").queues, 64u);
 }
 
 TEST(CliTest, HelpAndVersion) {
