@@ -11,6 +11,15 @@
  *                                    name column is IRQNAME rises (all CPUs)
  *   vmmcheck debug-exit VALUE        write VALUE to the debug-exit port 0xf4:
  *                                    the VMM exits with (VALUE << 1) | 1
+ *   vmmcheck disk DEVICE read|write|randread BLOCK DEPTH SECONDS
+ *                                    O_DIRECT I/O of BLOCK bytes with DEPTH
+ *                                    requests in flight (Linux native AIO)
+ *                                    for SECONDS; writes end with fdatasync.
+ *                                    Prints "VMMCHECK disk-begin", waits
+ *                                    BEGIN_PAUSE_US so a host reading its
+ *                                    VM-exit counters on that line reads
+ *                                    them before the first request, then the
+ *                                    result line
  *
  * Every result is one line "VMMCHECK <what> key=value ..." on stdout, which
  * the host's tests parse; the exit status is 0 when the measurement could be
@@ -19,6 +28,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/aio_abi.h>
+#include <linux/fs.h>
 #include <linux/hpet.h>
 #include <linux/rtc.h>
 #include <stdint.h>
@@ -27,6 +38,7 @@
 #include <string.h>
 #include <sys/io.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -235,6 +247,120 @@ static int debug_exit(long value)
     return 0;
 }
 
+/* Long enough for the host to see the line and read its counters. */
+#define BEGIN_PAUSE_US 300000
+
+struct disk_run {
+    int fd, writing, random;
+    long block;
+    uint64_t blocks;
+    unsigned char *buffers;
+    struct iocb *iocbs;
+    aio_context_t ctx;
+    uint64_t next, state;
+    long in_flight;
+};
+
+/* Submits request slot i: the next block in order, or a random one. */
+static int disk_submit(struct disk_run *run, long i)
+{
+    uint64_t index;
+    if (run->random) {
+        run->state ^= run->state << 13, run->state ^= run->state >> 7, run->state ^= run->state << 17;
+        index = run->state % run->blocks;
+    } else {
+        index = run->next++ % run->blocks;
+    }
+    struct iocb *cb = &run->iocbs[i];
+    memset(cb, 0, sizeof *cb);
+    cb->aio_data = (uint64_t)i;
+    cb->aio_lio_opcode = run->writing ? IOCB_CMD_PWRITE : IOCB_CMD_PREAD;
+    cb->aio_fildes = (uint32_t)run->fd;
+    cb->aio_buf = (uint64_t)(uintptr_t)(run->buffers + i * run->block);
+    cb->aio_nbytes = (uint64_t)run->block;
+    cb->aio_offset = (int64_t)(index * (uint64_t)run->block);
+    struct iocb *list[1] = {cb};
+    if (syscall(SYS_io_submit, run->ctx, 1, list) != 1)
+        return -1;
+    ++run->in_flight;
+    return 0;
+}
+
+static int disk(const char *device, const char *pattern, long block, long depth, long seconds)
+{
+    const int writing = !strcmp(pattern, "write"), random = !strcmp(pattern, "randread");
+    if (!writing && !random && strcmp(pattern, "read")) {
+        fprintf(stderr, "vmmcheck: disk pattern is read, write or randread, not '%s'\n", pattern);
+        return 2;
+    }
+    if (block % 4096) {
+        fprintf(stderr, "vmmcheck: disk block must be a multiple of 4096 (O_DIRECT)\n");
+        return 2;
+    }
+    const int fd = open(device, (writing ? O_RDWR : O_RDONLY) | O_DIRECT);
+    if (fd < 0)
+        return fail("disk", device);
+    uint64_t size = 0;
+    if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+        return fail("disk", "BLKGETSIZE64");
+    const uint64_t blocks = size / (uint64_t)block;
+    if (blocks < (uint64_t)depth) {
+        errno = ENOSPC;
+        return fail("disk", "device smaller than BLOCK * DEPTH");
+    }
+    unsigned char *buffers = aligned_alloc(4096, (size_t)(block * depth));
+    struct iocb *iocbs = calloc((size_t)depth, sizeof *iocbs);
+    struct io_event *events = calloc((size_t)depth, sizeof *events);
+    aio_context_t ctx = 0;
+    if (!buffers || !iocbs || !events)
+        return fail("disk", "out of memory");
+    memset(buffers, 0x5a, (size_t)(block * depth));
+    if (syscall(SYS_io_setup, depth, &ctx) < 0)
+        return fail("disk", "io_setup");
+
+    struct disk_run run = {fd, writing, random, block, blocks, buffers, iocbs, ctx, 0, 0x9E3779B97F4A7C15ull, 0};
+    uint64_t ops = 0;
+    printf("VMMCHECK disk-begin pattern=%s block=%ld depth=%ld\n", pattern, block, depth);
+    usleep(BEGIN_PAUSE_US);
+    const double start = now_s(), stop = start + (double)seconds;
+    for (long i = 0; i < depth; ++i)
+        if (disk_submit(&run, i) < 0)
+            return fail("disk", "io_submit");
+    int failed = 0;
+    while (run.in_flight > 0) {
+        const long n = syscall(SYS_io_getevents, ctx, 1, depth, events, NULL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return fail("disk", "io_getevents");
+        }
+        run.in_flight -= n;
+        const int more = now_s() < stop;
+        for (long e = 0; e < n; ++e) {
+            if (events[e].res != block)
+                failed = 1;
+            ++ops;
+            if (more && !failed && disk_submit(&run, (long)events[e].data) < 0)
+                return fail("disk", "io_submit");
+        }
+    }
+    if (writing && fdatasync(fd) < 0)
+        return fail("disk", "fdatasync");
+    const double elapsed = now_s() - start;
+    syscall(SYS_io_destroy, ctx);
+    close(fd);
+    free(events);
+    free(iocbs);
+    free(buffers);
+    if (failed) {
+        errno = EIO;
+        return fail("disk", "a request completed short or with an error");
+    }
+    printf("VMMCHECK disk pattern=%s block=%ld depth=%ld ops=%llu bytes=%llu seconds=%.3f\n", pattern, block,
+           depth, (unsigned long long)ops, (unsigned long long)(ops * (uint64_t)block), elapsed);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -254,8 +380,10 @@ int main(int argc, char **argv)
         return ticks(argv[2], arg(argv, 3, 1, 600));
     if (argc == 3 && !strcmp(argv[1], "debug-exit"))
         return debug_exit(arg(argv, 2, 0, 255));
+    if (argc == 7 && !strcmp(argv[1], "disk"))
+        return disk(argv[2], argv[3], arg(argv, 4, 4096, 16 << 20), arg(argv, 5, 1, 256), arg(argv, 6, 1, 600));
     fprintf(stderr, "usage: vmmcheck rtc-periodic HZ COUNT | rtc-alarm SECONDS | rtc-time | hpet HZ COUNT |\n"
                     "                cmos-get INDEX | cmos-set INDEX VALUE | ticks IRQNAME SECONDS |\n"
-                    "                debug-exit VALUE\n");
+                    "                debug-exit VALUE | disk DEVICE read|write|randread BLOCK DEPTH SECONDS\n");
     return 2;
 }
