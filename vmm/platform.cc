@@ -108,7 +108,8 @@ Platform::Platform(timers::CyclicSystem& timers, timers::EventLoop& timer_loop, 
 
   mmio_.insert(devices::IoApic::kBase, devices::IoApic::kSize, ioapic_, "ioapic");
   if (hpet_) mmio_.insert(devices::Hpet::kBase, devices::Hpet::kSize, *hpet_, "hpet");
-  // No ECAM: the tables carry no MCFG, so a guest uses the ports above.
+  // The MCFG table names it; a guest may use either this or the ports.
+  mmio_.insert(devices::pci::PciRoot::kEcamBase, devices::pci::PciRoot::kEcamSize, pci_.ecam(), "pci ecam");
   mmio_.insert(devices::pci::PciRoot::kMmioWindowBase, devices::pci::PciRoot::kMmioWindowSize, pci_.mmio_window(),
                "pci window");
 }

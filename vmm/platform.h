@@ -30,6 +30,7 @@
 //   MMIO 0xFED00000 (1 KiB)     HPET, 3 comparators (when enabled)
 //   MMIO 0xC0000000 (512 MiB)   PCI BARs (the DSDT's \_SB.PCI0 window); the
 //                               VM adds its PCI functions through pci()
+//   MMIO 0xE0000000 (1 MiB)     PCI ECAM for bus 0 (the MCFG table's)
 //
 // PCI INTA# of slot s goes to IOAPIC pin acpi::pci_intx_gsi(s) and to ISA
 // IRQ acpi::pci_intx_pic_irq(s) of the 8259 pair (devices/pci/intx_router.h),

@@ -70,10 +70,10 @@ TEST_F(AcpiFixture, RsdpIsFoundByALegacyScanWithBothChecksums) {
   EXPECT_LE(tables.end, layout::kAcpiEnd);
 }
 
-TEST_F(AcpiFixture, RootTablesListFadtMadtAndHpet) {
+TEST_F(AcpiFixture, RootTablesListFadtMadtMcfgAndHpet) {
   const AcpiTables tables = write_acpi_tables(memory, {1, true});
   ASSERT_TRUE(tables.hpet);
-  const std::vector<std::uint64_t> expected = {tables.fadt, tables.madt, *tables.hpet};
+  const std::vector<std::uint64_t> expected = {tables.fadt, tables.madt, tables.mcfg, *tables.hpet};
   EXPECT_EQ(root_entries<std::uint64_t>(read_table(memory, tables.xsdt, "XSDT")), expected);
   const auto rsdt = root_entries<std::uint32_t>(read_table(memory, tables.rsdt, "RSDT"));
   EXPECT_EQ(std::vector<std::uint64_t>(rsdt.begin(), rsdt.end()), expected);
@@ -83,12 +83,27 @@ TEST_F(AcpiFixture, RootTablesListFadtMadtAndHpet) {
   read_table(memory, tables.dsdt, "DSDT");
 }
 
+// The ECAM the VMM maps, for segment 0, bus 0 only, as the PCI Firmware
+// Specification lays the MCFG out.
+TEST_F(AcpiFixture, McfgNamesBusZerosEcam) {
+  const AcpiTables tables = write_acpi_tables(memory, {2, true});
+  const Bytes mcfg = read_table(memory, tables.mcfg, "MCFG");
+  ASSERT_EQ(mcfg.size(), sizeof(McfgHeader) + sizeof(McfgEntry));
+  McfgEntry entry{};
+  std::memcpy(&entry, mcfg.data() + sizeof(McfgHeader), sizeof entry);
+  EXPECT_EQ(test::by_value(entry.base_address), devices::pci::PciRoot::kEcamBase);
+  EXPECT_EQ(test::by_value(entry.segment), 0u);
+  EXPECT_EQ(test::by_value(entry.start_bus), 0u);
+  EXPECT_EQ(test::by_value(entry.end_bus), 0u);
+  EXPECT_EQ(devices::pci::PciRoot::kEcamSize, 1u << 20) << "one bus: 32 devices x 8 functions x 4 KiB";
+}
+
 TEST_F(AcpiFixture, WithoutHpetThereIsNoHpetTableOrDevice) {
   write_acpi_tables(memory, {1, true});
   // A second load over the first must not leave the old HPET table behind.
   const AcpiTables tables = write_acpi_tables(memory, {1, false});
   EXPECT_FALSE(tables.hpet);
-  const std::vector<std::uint64_t> expected = {tables.fadt, tables.madt};
+  const std::vector<std::uint64_t> expected = {tables.fadt, tables.madt, tables.mcfg};
   EXPECT_EQ(root_entries<std::uint64_t>(read_table(memory, tables.xsdt, "XSDT")), expected);
   const Bytes area = read_guest_bytes(memory, layout::kAcpiAddress, layout::kAcpiEnd - layout::kAcpiAddress);
   const std::string_view text(reinterpret_cast<const char*>(area.data()), area.size());
@@ -193,7 +208,13 @@ TEST_F(AcpiFixture, DsdtIsWellFormedWithS5AndLegacyDevices) {
 
   using Kind = test::AmlResource::Kind;
   const auto devices = dsdt_devices(terms);
-  ASSERT_EQ(devices.size(), 6u);
+  ASSERT_EQ(devices.size(), 7u);
+  const Device& resources = devices.at("MRES");
+  EXPECT_EQ(resources.hid, "PNP0C02") << "motherboard resources";
+  ASSERT_EQ(resources.resources.size(), 1u);
+  EXPECT_EQ(resources.resources[0].kind, Kind::memory32_fixed);
+  EXPECT_EQ(resources.resources[0].base, devices::pci::PciRoot::kEcamBase) << "the ECAM, reserved";
+  EXPECT_EQ(resources.resources[0].length, devices::pci::PciRoot::kEcamSize);
   const Device& com1 = devices.at("COM1");
   EXPECT_EQ(com1.hid, "PNP0501");
   ASSERT_EQ(com1.resources.size(), 2u);
@@ -235,7 +256,7 @@ TEST_F(AcpiFixture, DsdtIsWellFormedWithS5AndLegacyDevices) {
 TEST(AcpiDsdt, HpetDeviceOnlyWhenEnabled) {
   const auto without = test::parse_aml(dsdt_aml({1, false}));
   const auto devices = dsdt_devices(without);
-  EXPECT_EQ(devices.size(), 5u);
+  EXPECT_EQ(devices.size(), 6u);
   EXPECT_EQ(devices.count("HPET"), 0u);
   ASSERT_NE(test::find_name(without, "\\_S5_"), nullptr);
 }

@@ -77,7 +77,7 @@ TEST_F(BzImageTest, LoadsAtThePreferredAddressAndFillsTheZeroPage) {
   ASSERT_TRUE(result.initrd);
   EXPECT_EQ(*result.initrd, (GuestRange{expected_initrd, initrd.size()}));
 
-  ASSERT_EQ(test::by_value(params.e820_entries), 3);
+  ASSERT_EQ(test::by_value(params.e820_entries), 4);
   EXPECT_EQ(test::by_value(params.e820_table[0].addr), 0u);
   EXPECT_EQ(test::by_value(params.e820_table[0].size), 0x9FC00u);
   EXPECT_EQ(test::by_value(params.e820_table[0].type), 1u);
@@ -87,6 +87,8 @@ TEST_F(BzImageTest, LoadsAtThePreferredAddressAndFillsTheZeroPage) {
   EXPECT_EQ(test::by_value(params.e820_table[2].addr), 0x100000u);
   EXPECT_EQ(test::by_value(params.e820_table[2].size), 63 * kMiB);
   EXPECT_EQ(test::by_value(params.e820_table[2].type), 1u);
+  EXPECT_EQ(test::by_value(params.e820_table[3].addr), 0xE000'0000u) << "PCI ECAM, reserved";
+  EXPECT_EQ(test::by_value(params.e820_table[3].type), 2u);
   EXPECT_EQ(test::by_value(params.acpi_rsdp_addr), layout::kRsdpAddress);
 
   const EntryState& entry = result.entry;

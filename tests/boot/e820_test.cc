@@ -10,6 +10,8 @@ namespace {
 
 using test::kMiB;
 constexpr std::uint64_t kGiB = 1ull << 30;
+// PCI ECAM (devices/pci/pci_root.h): Linux uses it only when it is reserved.
+constexpr E820Entry kEcam{0xE000'0000, kMiB, E820Type::reserved};
 
 TEST(E820, SmallGuestHasLowRamFirmwareHoleAndHighRam) {
   const auto memory = devices::GuestMemory::allocate(64 * kMiB);
@@ -17,6 +19,7 @@ TEST(E820, SmallGuestHasLowRamFirmwareHoleAndHighRam) {
       {0, 0x9FC00, E820Type::ram},
       {0x9FC00, 0x100000 - 0x9FC00, E820Type::reserved},
       {0x100000, 63 * kMiB, E820Type::ram},
+      kEcam,
   };
   EXPECT_EQ(build_e820(memory), expected);
   EXPECT_EQ(low_ram_end(memory), 64 * kMiB);
@@ -28,6 +31,7 @@ TEST(E820, LargeGuestContinuesAboveFourGiB) {
       {0, 0x9FC00, E820Type::ram},
       {0x9FC00, 0x100000 - 0x9FC00, E820Type::reserved},
       {0x100000, 3 * kGiB - kMiB, E820Type::ram},
+      kEcam,
       {4 * kGiB, kGiB, E820Type::ram},
   };
   EXPECT_EQ(build_e820(memory), expected);
@@ -39,6 +43,7 @@ TEST(E820, GuestEndingInsideTheFirmwareAreaStillReservesIt) {
   const std::vector<E820Entry> expected = {
       {0, 0x80000, E820Type::ram},
       {0x9FC00, 0x100000 - 0x9FC00, E820Type::reserved},
+      kEcam,
   };
   EXPECT_EQ(build_e820(memory), expected);
 }

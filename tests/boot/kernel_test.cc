@@ -75,6 +75,7 @@ const std::vector<E820Entry> kExpectedMap = {
     {0, 0x9FC00, E820Type::ram},
     {0x9FC00, 0x100000 - 0x9FC00, E820Type::reserved},
     {0x100000, kGuestMemory - 0x100000, E820Type::ram},
+    {0xE000'0000, 0x10'0000, E820Type::reserved},  // PCI ECAM
 };
 
 TEST_F(DebianKernelBzImage, ZeroPageCarriesTheSetupHeaderAndLoaderFields) {

@@ -160,7 +160,7 @@ TEST_F(LoaderTest, DescribeNamesEveryPlacement) {
   const std::string text = describe(load(memory, config));
   for (const char* fragment : {"ELF via PVH", "entry 0x100000", "start_info at 0x6000", "command line at 0x20000",
                                "(5 bytes)", "initrd [0xffd000, 0xfff710)", "RSDP at 0xe0000", "with HPET",
-                               "3 memory map entries"}) {
+                               "4 memory map entries"}) {
     EXPECT_NE(text.find(fragment), std::string::npos) << text << "\nlacks: " << fragment;
   }
 }

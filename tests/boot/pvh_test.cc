@@ -80,7 +80,7 @@ struct PvhTest : ::testing::Test {
     EXPECT_EQ(read_guest_bytes(memory, module.paddr, module.size), initrd);
 
     ASSERT_EQ(info.memmap_entries, result.memory_map.size());
-    ASSERT_EQ(info.memmap_entries, 3u);
+    ASSERT_EQ(info.memmap_entries, 4u);  // low RAM, firmware, RAM, PCI ECAM
     for (std::size_t i = 0; i < info.memmap_entries; ++i) {
       const auto entry = read_guest<pvh_abi::MemmapEntry>(memory, info.memmap_paddr + i * sizeof(pvh_abi::MemmapEntry));
       EXPECT_EQ(entry.addr, result.memory_map[i].address);
@@ -88,7 +88,8 @@ struct PvhTest : ::testing::Test {
       EXPECT_EQ(entry.type, static_cast<std::uint32_t>(result.memory_map[i].type));
       EXPECT_EQ(entry.reserved, 0u);
     }
-    EXPECT_EQ(result.memory_map.back().address + result.memory_map.back().size, 32 * kMiB);
+    EXPECT_EQ(result.memory_map[2].type, E820Type::ram);
+    EXPECT_EQ(result.memory_map[2].end(), 32 * kMiB) << "RAM up to the end of guest memory";
 
     const EntryState& entry = result.entry;
     EXPECT_EQ(entry.mode, EntryMode::pvh32);

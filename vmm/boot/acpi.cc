@@ -195,6 +195,15 @@ Bytes build_hpet() {
   return table;
 }
 
+Bytes build_mcfg() {
+  McfgHeader mcfg{};
+  mcfg.header = make_header("MCFG", kMcfgRevision);
+  Bytes table = object_bytes(mcfg);
+  append_object(table, McfgEntry{devices::pci::PciRoot::kEcamBase, 0, 0, 0, 0});  // segment 0, bus 0 only
+  seal(table);
+  return table;
+}
+
 template <typename Pointer>
 Bytes build_root_table(std::string_view signature, const std::vector<std::uint64_t>& entries) {
   Bytes table = object_bytes(make_header(signature, kRootTableRevision));
@@ -267,6 +276,15 @@ std::vector<std::uint8_t> dsdt_aml(const AcpiConfig& config) {
                       name("_CRS", ResourceTemplate().io(devices::PvPanic::kPort, 1).buffer())}),
   };
   devices.push_back(pci_host_bridge());
+  // Motherboard resources: what no device's _CRS claims but the OS must not
+  // hand out, here the ECAM range.
+  devices.push_back(device("MRES", {name("_HID", eisa_id("PNP0C02")), name("_UID", integer(0)),
+                                    name("_CRS", ResourceTemplate()
+                                                     .memory32_fixed(static_cast<std::uint32_t>(
+                                                                         devices::pci::PciRoot::kEcamBase),
+                                                                     static_cast<std::uint32_t>(
+                                                                         devices::pci::PciRoot::kEcamSize))
+                                                     .buffer())}));
   if (config.hpet) {
     devices.push_back(device("HPET", {name("_HID", eisa_id("PNP0103")),
                                       name("_CRS", ResourceTemplate().memory32_fixed(kHpetAddress, kHpetSize).buffer())}));
@@ -294,7 +312,8 @@ AcpiTables write_acpi_tables(devices::GuestMemory& memory, const AcpiConfig& con
   tables.dsdt = area.place(build_dsdt(config), 16);
   tables.fadt = area.place(build_fadt(tables.dsdt, tables.facs), 16);
   tables.madt = area.place(build_madt(config.cpus), 16);
-  std::vector<std::uint64_t> entries = {tables.fadt, tables.madt};
+  tables.mcfg = area.place(build_mcfg(), 16);
+  std::vector<std::uint64_t> entries = {tables.fadt, tables.madt, tables.mcfg};
   if (config.hpet) {
     tables.hpet = area.place(build_hpet(), 16);
     entries.push_back(*tables.hpet);

@@ -1,5 +1,5 @@
-// Per-VM ACPI tables: RSDP, RSDT, XSDT, FADT (+FACS), DSDT, MADT and, when
-// the HPET is enabled, the HPET table. They describe a PC that is not
+// Per-VM ACPI tables: RSDP, RSDT, XSDT, FADT (+FACS), DSDT, MADT, MCFG and,
+// when the HPET is enabled, the HPET table. They describe a PC that is not
 // hardware-reduced: fixed PM1a event/control blocks, an SCI on IRQ 9, a
 // reset register, and legacy ISA devices in the DSDT.
 //
@@ -80,6 +80,10 @@ inline constexpr std::uint32_t kHpetEventTimerBlockId =
 // an override). Only INTA# is routed: a single-function device uses no other.
 constexpr unsigned pci_intx_gsi(unsigned slot) noexcept { return devices::pci::IntxRouter::ioapic_pin_for(slot); }
 constexpr unsigned pci_intx_pic_irq(unsigned slot) noexcept { return devices::pci::IntxRouter::pic_irq_for(slot); }
+// Bus 0's configuration space is also memory-mapped (ECAM) at
+// PciRoot::kEcamBase: the MCFG table names it, and the DSDT's motherboard
+// resources device (PNP0C02) and the e820 map reserve it, which Linux checks
+// before it uses it.
 
 // APIC IDs 0xFF is the broadcast ID, and the I/O APIC needs one of its own.
 inline constexpr unsigned kMaxCpus = 254;
@@ -103,6 +107,7 @@ struct AcpiTables {
   std::uint64_t facs = 0;
   std::uint64_t dsdt = 0;
   std::uint64_t madt = 0;
+  std::uint64_t mcfg = 0;
   std::optional<std::uint64_t> hpet;
   // One past the last byte used.
   std::uint64_t end = 0;

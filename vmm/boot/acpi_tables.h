@@ -17,6 +17,7 @@ inline constexpr std::uint8_t kFadtMinorRevision = 0;
 inline constexpr std::uint8_t kDsdtRevision = 2;  // 2+: AML integers are 64-bit
 inline constexpr std::uint8_t kMadtRevision = 3;
 inline constexpr std::uint8_t kHpetRevision = 1;
+inline constexpr std::uint8_t kMcfgRevision = 1;
 inline constexpr std::uint8_t kFacsVersion = 2;
 
 // Generic Address Structure address spaces and access sizes.
@@ -210,6 +211,21 @@ struct HpetTable {
   std::uint8_t page_protection;
 };
 
+// MCFG (PCI Firmware Specification 3.0, 4.1.2): the header, 8 reserved
+// bytes, then one entry per ECAM range.
+struct McfgHeader {
+  TableHeader header;
+  std::uint64_t reserved;
+};
+
+struct McfgEntry {
+  std::uint64_t base_address;
+  std::uint16_t segment;
+  std::uint8_t start_bus;
+  std::uint8_t end_bus;
+  std::uint32_t reserved;
+};
+
 #pragma pack(pop)
 
 static_assert(sizeof(TableHeader) == 36);
@@ -228,6 +244,8 @@ static_assert(offsetof(Rsdp, extended_checksum) == 32);
 static_assert(sizeof(Rsdp) == 36);
 
 static_assert(sizeof(GenericAddress) == 12);
+static_assert(sizeof(McfgHeader) == 44);
+static_assert(sizeof(McfgEntry) == 16);
 
 static_assert(offsetof(Fadt, firmware_ctrl) == 36);
 static_assert(offsetof(Fadt, dsdt) == 40);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "devices/pci/pci_root.h"
 #include "vmm/boot/layout.h"
 
 namespace vmm::boot {
@@ -13,8 +14,11 @@ struct Range {
   std::uint64_t end;
 };
 
+// Sorted by address. The firmware area holds the ACPI tables; the ECAM is
+// listed because Linux uses it only when the firmware reserved it.
 constexpr Range kReservedRanges[] = {
     {layout::kFirmwareReservedStart, layout::kHighMemoryStart},
+    {devices::pci::PciRoot::kEcamBase, devices::pci::PciRoot::kEcamBase + devices::pci::PciRoot::kEcamSize},
 };
 
 void add(std::vector<E820Entry>& map, std::uint64_t start, std::uint64_t end, E820Type type) {
@@ -36,7 +40,7 @@ std::vector<E820Entry> build_e820(const devices::GuestMemory& memory) {
     }
     add(map, cursor, region_end, E820Type::ram);
   }
-  // The firmware area is reserved whether or not RAM backs all of it: a guest
+  // The reserved ranges are listed whether or not RAM backs them: a guest
   // must not place anything there.
   for (const Range& reserved : kReservedRanges) add(map, reserved.start, reserved.end, E820Type::reserved);
   std::sort(map.begin(), map.end(),
