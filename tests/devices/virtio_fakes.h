@@ -158,7 +158,7 @@ class VirtioDriver {
 
   VirtioDriver(F& function, devices::GuestMemory& memory, std::uint16_t queue_size = 16,
                std::uint64_t ring_base = 0x1000)
-      : function_(function), ring_(memory, queue_size, ring_base), queue_size_(queue_size) {}
+      : function_(function), ring_(memory, queue_size, ring_base) {}
 
   std::uint64_t read(std::uint64_t offset, std::size_t width) {
     std::uint8_t data[8] = {};
@@ -230,7 +230,6 @@ class VirtioDriver {
  private:
   F& function_;
   DriverRing ring_;
-  std::uint16_t queue_size_;
 };
 
 }  // namespace vmm::testing
