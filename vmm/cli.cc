@@ -5,6 +5,7 @@
 #include <cctype>
 #include <charconv>
 #include <limits>
+#include <optional>
 
 #ifndef VMM_VERSION
 #define VMM_VERSION "0.0.0"
@@ -29,6 +30,16 @@ std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
+}
+
+// All of `digits` as a decimal number from `lo` to `hi`.
+std::optional<unsigned> whole_number(std::string_view digits, unsigned lo, unsigned hi) {
+  unsigned value = 0;
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (digits.empty() || error != std::errc{} || end != digits.data() + digits.size() || value < lo || value > hi) {
+    return std::nullopt;
+  }
+  return value;
 }
 
 }  // namespace
@@ -75,7 +86,7 @@ DiskConfig parse_disk(std::string_view text) {
     const std::size_t comma = text.find(',', start);
     const std::string_view part = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     if (first) {
-      if (part.empty()) throw bad("expected PATH[,readonly][,serial=ID][,queues=N]");
+      if (part.empty()) throw bad("expected PATH[,readonly][,serial=ID][,queues=N][,coalesce-us=N]");
       disk.path = std::string(part);
       first = false;
     } else if (part == "readonly") {
@@ -90,16 +101,15 @@ DiskConfig parse_disk(std::string_view text) {
         if (c < 0x21 || c > 0x7E) throw bad("the serial must be printable ASCII without spaces");
       }
     } else if (part.rfind("queues=", 0) == 0) {
-      const std::string_view digits = part.substr(7);
-      unsigned queues = 0;
-      const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), queues);
-      if (digits.empty() || error != std::errc{} || end != digits.data() + digits.size() || queues == 0 ||
-          queues > kMaxDiskQueues) {
-        throw bad("queues= takes a number from 1 to " + std::to_string(kMaxDiskQueues));
-      }
-      disk.queues = queues;
+      const std::optional<unsigned> queues = whole_number(part.substr(7), 1, kMaxDiskQueues);
+      if (!queues) throw bad("queues= takes a number from 1 to " + std::to_string(kMaxDiskQueues));
+      disk.queues = *queues;
+    } else if (part.rfind("coalesce-us=", 0) == 0) {
+      const std::optional<unsigned> us = whole_number(part.substr(12), 0, kMaxDiskCoalesceUs);
+      if (!us) throw bad("coalesce-us= takes a number of microseconds from 0 to " + std::to_string(kMaxDiskCoalesceUs));
+      disk.coalesce_us = *us;
     } else {
-      throw bad("unknown option '" + std::string(part) + "' (expected readonly, serial=ID or queues=N)");
+      throw bad("unknown option '" + std::string(part) + "' (expected readonly, serial=ID, queues=N or coalesce-us=N)");
     }
     if (comma == std::string_view::npos) break;
     start = comma + 1;
@@ -160,8 +170,9 @@ Command parse_command_line(const std::vector<std::string>& args) {
   run->add_flag("--debug-exit", o.debug_exit,
                 "Let the guest end the run through port 0xf4 with status (v << 1) | 1 (for test guests)");
   run->add_option("--disk", disks,
-                  "A virtio-blk disk: PATH[,readonly][,serial=ID (up to 20 bytes)][,queues=N (1-64; default one per vCPU)]; "
-                  "repeat for more (up to 8)")
+                  "A virtio-blk disk: PATH[,readonly][,serial=ID (up to 20 bytes)][,queues=N (1-64; default one per vCPU)]"
+                  "[,coalesce-us=N (an interrupt waits up to N us, 0-10000, for more completions to share it; "
+                  "default 0: off)]; repeat for more (up to 8)")
       ->allow_extra_args(false);
   run->add_option("--irqchip", irqchip,
                   "Local APICs: split (default; KVM's, with the IOAPIC and PIC here) or userspace (all here)")

@@ -44,6 +44,10 @@ void drain_eventfd(int fd) noexcept {
   [[maybe_unused]] const ssize_t n = ::read(fd, &counter, sizeof counter);  // EAGAIN: nothing new
 }
 
+std::chrono::nanoseconds monotonic_now() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch());
+}
+
 }  // namespace
 
 std::vector<OpenDisk> open_disks(const std::vector<DiskConfig>& disks) {
@@ -89,6 +93,9 @@ VirtioDisks::VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const 
     // request completes where it was sent, without an IPI.
     options.queues = static_cast<std::uint16_t>(
         open.config.queues != 0 ? open.config.queues : std::clamp<unsigned>(vcpus, 1, kMaxDiskQueues));
+    options.coalesce = std::chrono::microseconds(open.config.coalesce_us);
+    options.clock = monotonic_now;  // the I/O thread's deadlines are on the same clock
+    options.on_hold = [this] { wake_serve(); };
     disk->block = std::make_unique<VirtioBlock>(std::move(open.file), options);
     const Platform::PciIntx intx = platform.pci_intx(slot);
     disk->function = std::make_unique<VirtioPciFunction>(*disk->block, memory, msi, intx.line, intx.gsi);
@@ -96,9 +103,10 @@ VirtioDisks::VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const 
     disk->notify_address.resize(options.queues);
     disk->function->set_bar_observer(this);
     platform.pci().add(slot, *disk->function);
-    spdlog::info("virtio-blk: {} in PCI slot {} ({} sectors{}, {} queue{}, {} I/O)", disk->path, slot,
-                 disk->block->capacity_sectors(), disk->file->read_only() ? ", read-only" : "", options.queues,
-                 options.queues == 1 ? "" : "s", disk->file->direct_io() ? "direct" : "buffered");
+    spdlog::info("virtio-blk: {} in PCI slot {} ({} sectors{}, {} queue{}, {} I/O, interrupt coalescing {})",
+                 disk->path, slot, disk->block->capacity_sectors(), disk->file->read_only() ? ", read-only" : "",
+                 options.queues, options.queues == 1 ? "" : "s", disk->file->direct_io() ? "direct" : "buffered",
+                 open.config.coalesce_us == 0 ? std::string("off") : fmt::format("{} us", open.config.coalesce_us));
     disks_.push_back(std::move(disk));
     ++slot;
   }
@@ -122,9 +130,13 @@ VirtioDisks::~VirtioDisks() {
 void VirtioDisks::stop_thread() noexcept {
   if (!thread_.joinable()) return;
   stopping_.store(true);
+  wake_serve();
+  thread_.join();
+}
+
+void VirtioDisks::wake_serve() noexcept {
   const std::uint64_t one = 1;
   [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);
-  thread_.join();
 }
 
 void VirtioDisks::reset() noexcept {
@@ -192,14 +204,23 @@ void VirtioDisks::serve() noexcept {
       sources.push_back({disk.get(), static_cast<int>(q)});
     }
   }
+  // When the next interrupt held back by coalescing is due (kNone: none is).
+  constexpr std::chrono::nanoseconds kNone = std::chrono::nanoseconds::max();
+  std::chrono::nanoseconds next_release = kNone;
   while (!stopping_.load()) {
-    const int ready = ::poll(fds.data(), fds.size(), -1);
+    timespec wait{};
+    if (next_release != kNone) {
+      const auto left = std::max(next_release - monotonic_now(), std::chrono::nanoseconds{0});
+      wait.tv_sec = static_cast<time_t>(left.count() / 1'000'000'000);
+      wait.tv_nsec = static_cast<long>(left.count() % 1'000'000'000);
+    }
+    const int ready = ::ppoll(fds.data(), fds.size(), next_release != kNone ? &wait : nullptr, nullptr);
     if (ready < 0) {
       if (errno == EINTR) continue;
       spdlog::error("virtio-blk: poll: {}; disks stop answering", std::strerror(errno));
       return;
     }
-    if (fds[0].revents != 0) continue;  // stopping_ says why
+    if (fds[0].revents != 0) drain_eventfd(wake_.get());  // stopping, or a hold began
     // In order: each disk's completions come before its notifications, as
     // they free slots the new requests may need.
     for (std::size_t i = 1; i < fds.size(); ++i) {
@@ -210,6 +231,13 @@ void VirtioDisks::serve() noexcept {
       } else {
         drain_eventfd(fds[i].fd);
         source.disk->function->notify(static_cast<std::uint16_t>(source.queue));
+      }
+    }
+    next_release = kNone;
+    const std::chrono::nanoseconds now = monotonic_now();
+    for (auto& disk : disks_) {
+      if (const std::optional<std::chrono::nanoseconds> due = disk->block->release_due(now)) {
+        next_release = std::min(next_release, *due);
       }
     }
   }

@@ -102,6 +102,8 @@ class VirtioDisks final : private devices::pci::PciBarObserver {
                       std::uint64_t size) noexcept override;
   void serve() noexcept;
   void stop_thread() noexcept;
+  // Makes serve() look again: at stopping_, or at a new coalescing deadline.
+  void wake_serve() noexcept;
 
   const KvmVm& vm_;
   std::vector<std::unique_ptr<Disk>> disks_;

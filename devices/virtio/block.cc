@@ -34,6 +34,12 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
     : backend_(std::move(backend)),
       queue_size_(options.queue_size),
       queue_count_(options.queues),
+      coalesce_(options.coalesce),
+      clock_(options.clock ? std::move(options.clock) : [] {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now().time_since_epoch());
+      }),
+      on_hold_(std::move(options.on_hold)),
       capacity_(backend_ ? backend_->size() / kSectorSize : 0),
       features_([&] {
         if (!backend_) return std::uint64_t{0};
@@ -60,6 +66,8 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
     throw Error("virtio-blk: serial '" + options.serial + "' is longer than 20 bytes");
   }
   if (capacity_ == 0) throw Error("virtio-blk: the disk is shorter than one 512-byte sector");
+  if (coalesce_.count() < 0) throw Error("virtio-blk: a negative interrupt coalescing interval");
+  release_at_.resize(queue_count_);
   const std::uint32_t slots = std::min<std::uint32_t>(std::uint32_t{queue_size_} * queue_count_,
                                                       backend_->max_in_flight());
   if (slots == 0) throw Error("virtio-blk: the backend accepts no requests");
@@ -107,6 +115,7 @@ void VirtioBlock::activate(std::uint64_t features, std::span<SplitQueue> queues)
   active_ = !queues.empty();
   broken_ = false;
   starved_ = 0;
+  held_ = 0;
 }
 
 std::size_t VirtioBlock::reset() noexcept {
@@ -114,6 +123,7 @@ std::size_t VirtioBlock::reset() noexcept {
   active_ = false;
   broken_ = false;
   starved_ = 0;
+  held_ = 0;
   queues_ = {};
   features_negotiated_ = 0;
   return in_flight_;
@@ -158,10 +168,40 @@ void VirtioBlock::process(std::uint16_t index) noexcept {
     }
     // Out of slots: stop here; the next completion resumes.
     if (!drained && free_slots_.empty()) starved_ |= std::uint64_t{1} << index;
-    more = drained && queue.enable_notification();
+    // A held queue is looked at again when its signal goes: the driver
+    // need not notify until then.
+    more = drained && !held(index) && queue.enable_notification();
   }
   backend_->kick();
-  if (queue.needs_signal()) transport_->signal_queue(index);
+  answer(index);
+}
+
+void VirtioBlock::answer(std::uint16_t index) noexcept {
+  if (!queues_[index].has_unsignalled_used() || held(index)) return;
+  if (coalesce_.count() == 0) {
+    if (queues_[index].needs_signal()) transport_->signal_queue(index);
+    return;
+  }
+  held_ |= std::uint64_t{1} << index;
+  release_at_[index] = clock_() + coalesce_;
+  if (on_hold_) on_hold_();
+}
+
+std::optional<std::chrono::nanoseconds> VirtioBlock::release_due(std::chrono::nanoseconds now) noexcept {
+  std::lock_guard lock(*lock_);
+  for (std::uint64_t due = held_; due != 0; due &= due - 1) {
+    const auto q = static_cast<std::uint16_t>(std::countr_zero(due));
+    if (release_at_[q] > now) continue;
+    held_ &= ~(std::uint64_t{1} << q);
+    if (queues_[q].needs_signal()) transport_->signal_queue(q);
+    process(q);  // what the driver posted meanwhile, and notifications on again
+  }
+  std::optional<std::chrono::nanoseconds> next;
+  for (std::uint64_t w = held_; w != 0; w &= w - 1) {
+    const std::chrono::nanoseconds at = release_at_[std::countr_zero(w)];
+    if (!next || at < *next) next = at;
+  }
+  return next;
 }
 
 bool VirtioBlock::in_range(std::uint64_t sector, std::uint64_t sectors) const noexcept {

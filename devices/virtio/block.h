@@ -37,13 +37,26 @@
 // times the number of queues and by the backend's max_in_flight(); when
 // full, the device stops taking chains, and every queue that stopped
 // resumes on the next completion.
+//
+// Interrupt coalescing (Options::coalesce, off by default): a queue's
+// interrupt waits that long after the first completion it would announce,
+// so that the completions of the interval share it; the driver's
+// notifications of that queue stay off meanwhile, and when the interval
+// ends (release_due()) the queue is signalled and the chains posted
+// meanwhile are taken in one go. Every interrupt and every notification is
+// a VM exit; at depth the guest then hears of many completions, and posts
+// many requests, per exit. The price is latency: up to the interval on
+// every request, at depth one too (what a NIC's rx-usecs trades).
 #pragma once
 
 #include <sys/uio.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -78,6 +91,13 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
     std::string serial;               // GET_ID: up to 20 bytes, zero padded
     std::uint16_t queue_size = 256;   // a power of two
     std::uint16_t queues = 1;         // 1 to kMaxQueues
+    std::chrono::nanoseconds coalesce{0};  // the coalescing interval; 0: none
+    // Monotonic time for coalescing (steady_clock when empty).
+    std::function<std::chrono::nanoseconds()> clock{};
+    // Called, with the device's lock held, when a queue's signal starts to
+    // wait: whoever calls release_due() must look again (a hold can begin
+    // on any thread that notifies).
+    std::function<void()> on_hold{};
   };
 
   // Takes the backend (destroyed first in ~VirtioBlock, which waits for
@@ -104,6 +124,11 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   std::size_t reset() noexcept override;
   std::size_t in_flight() const noexcept override { return in_flight_; }
 
+  // Coalescing: signals each queue whose held interrupt is due at `now`
+  // (and takes the chains posted to it meanwhile); returns when the next
+  // held one is due, if any. Takes the device's lock.
+  std::optional<std::chrono::nanoseconds> release_due(std::chrono::nanoseconds now) noexcept;
+
  private:
   struct Slot {
     bool busy = false;
@@ -116,8 +141,11 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   };
 
   void complete(std::span<const BlockDone> batch) noexcept override;
-  // Takes the chains of `queue` while slots are free, then signals it if
-  // the driver asks for it.
+  // After `queue` handed chains back: signals it now, or holds the signal
+  // (coalescing).
+  void answer(std::uint16_t queue) noexcept;
+  bool held(std::uint16_t queue) const noexcept { return (held_ >> queue & 1) != 0; }
+  // Takes the chains of `queue` while slots are free, then answers it.
   void process(std::uint16_t queue) noexcept;
   // Handles one chain of `queue`: finished at once (status written, used
   // pushed) or handed to the backend.
@@ -133,6 +161,9 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   std::unique_ptr<BlockBackend> backend_;
   const std::uint16_t queue_size_;
   const std::uint16_t queue_count_;
+  const std::chrono::nanoseconds coalesce_;
+  const std::function<std::chrono::nanoseconds()> clock_;
+  const std::function<void()> on_hold_;
   const std::uint64_t capacity_;  // sectors
   const std::uint64_t features_;
   std::array<std::uint8_t, kConfigSize> config_{};
@@ -145,7 +176,8 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   std::uint64_t features_negotiated_ = 0;
   bool active_ = false;
   bool broken_ = false;
-  bool signal_pending_ = false;
+  std::uint64_t held_ = 0;  // bit q: queue q's signal waits for its release_at
+  std::vector<std::chrono::nanoseconds> release_at_;  // per queue, while held
   std::uint64_t epoch_ = 0;
   std::vector<Slot> slots_;
   std::vector<std::uint32_t> free_slots_;

@@ -151,6 +151,9 @@ class SplitQueue {
   // used_event was crossed since the last signal; else NO_INTERRUPT clear.)
   // Answers false when nothing was pushed since the last true.
   bool needs_signal() noexcept;
+  // Chains handed back since needs_signal() last looked (the driver can
+  // see them, but has not been told).
+  bool has_unsignalled_used() const noexcept { return pushed_; }
 
   // Notification suppression toward the driver: disable while the device is
   // draining the ring; enable when it stops, which answers whether buffers
@@ -177,7 +180,7 @@ class SplitQueue {
   std::uint16_t next_avail_ = 0;
   std::uint16_t next_used_ = 0;
   std::uint16_t signalled_used_ = 0;  // next_used_ when needs_signal() last looked
-  bool pushed_ = false;  // push_used since the last needs_signal() that said yes
+  bool pushed_ = false;  // push_used since the last needs_signal()
 };
 
 }  // namespace vmm::devices::virtio

@@ -36,12 +36,14 @@ struct BasicBlockRig {
   };
 
   BasicBlockRig(std::unique_ptr<Backend> disk, std::string serial, std::uint16_t queue_size, std::uint16_t queues = 1)
+      : BasicBlockRig(std::move(disk), devices::virtio::VirtioBlock::Options{std::move(serial), queue_size, queues}) {}
+  BasicBlockRig(std::unique_ptr<Backend> disk, devices::virtio::VirtioBlock::Options options)
       : memory(devices::GuestMemory::allocate(8 << 20)),
         backend_owner(std::move(disk)),
         backend(*backend_owner),
-        block(std::move(backend_owner), devices::virtio::VirtioBlock::Options{std::move(serial), queue_size, queues}),
+        block(std::move(backend_owner), options),
         function(block, memory, msi, &intx, 11),
-        driver(function, memory, queue_size) {}
+        driver(function, memory, options.queue_size) {}
 
   // Request `slot` (descriptors 3*slot .. 3*slot+2): header, data (if any),
   // status. Returns where everything is; the status byte is preset to 0xAA.
@@ -114,6 +116,8 @@ struct BlockRig : BasicBlockRig<MemoryBackend> {
                     std::uint16_t queue_size = 64, std::uint16_t queues = 1)
       : BasicBlockRig(std::make_unique<MemoryBackend>(kDiskBytes, read_only, max_in_flight), std::move(serial),
                       queue_size, queues) {}
+  explicit BlockRig(devices::virtio::VirtioBlock::Options options)
+      : BasicBlockRig(std::make_unique<MemoryBackend>(kDiskBytes, false, 64), std::move(options)) {}
 };
 
 }  // namespace vmm::testing

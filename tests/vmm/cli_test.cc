@@ -85,6 +85,10 @@ TEST(CliTest, EveryBadCommandLineIsAUsageError) {
       {"run", "--kernel", "k", "--disk", "d,queues=65"},
       {"run", "--kernel", "k", "--disk", "d,queues=2x"},
       {"run", "--kernel", "k", "--disk", "d,queues=-1"},
+      {"run", "--kernel", "k", "--disk", "d,coalesce-us="},
+      {"run", "--kernel", "k", "--disk", "d,coalesce-us=10001"},
+      {"run", "--kernel", "k", "--disk", "d,coalesce-us=-5"},
+      {"run", "--kernel", "k", "--disk", "d,coalesce-us=1ms"},
       {"run", "--kernel", "k", "--disk", "a", "--disk", "b", "--disk", "c", "--disk", "d", "--disk", "e",
        "--disk", "f", "--disk", "g", "--disk", "h", "--disk", "i"},
       {"fly"},
@@ -117,6 +121,9 @@ TEST(CliTest, Disks) {
   EXPECT_EQ(c.run.disks[0].queues, 0u) << "one per vCPU unless told";
   EXPECT_EQ(parse_disk("d,queues=1").queues, 1u);
   EXPECT_EQ(parse_disk("d,readonly,queues=64").queues, 64u);
+  EXPECT_EQ(c.run.disks[0].coalesce_us, 0u) << "no coalescing unless told";
+  EXPECT_EQ(parse_disk("d,coalesce-us=200").coalesce_us, 200u);
+  EXPECT_EQ(parse_disk("d,coalesce-us=10000,queues=2").coalesce_us, 10000u);
 }
 
 TEST(CliTest, HelpAndVersion) {
