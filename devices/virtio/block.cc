@@ -67,7 +67,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
   }
   if (capacity_ == 0) throw Error("virtio-blk: the disk is shorter than one 512-byte sector");
   if (coalesce_.count() < 0) throw Error("virtio-blk: a negative interrupt coalescing interval");
-  release_at_.resize(queue_count_);
+  coalescing_.resize(queue_count_);
   const std::uint32_t slots = std::min<std::uint32_t>(std::uint32_t{queue_size_} * queue_count_,
                                                       backend_->max_in_flight());
   if (slots == 0) throw Error("virtio-blk: the backend accepts no requests");
@@ -115,7 +115,7 @@ void VirtioBlock::activate(std::uint64_t features, std::span<SplitQueue> queues)
   active_ = !queues.empty();
   broken_ = false;
   starved_ = 0;
-  held_ = 0;
+  forget_coalescing();
 }
 
 std::size_t VirtioBlock::reset() noexcept {
@@ -123,7 +123,7 @@ std::size_t VirtioBlock::reset() noexcept {
   active_ = false;
   broken_ = false;
   starved_ = 0;
-  held_ = 0;
+  forget_coalescing();
   queues_ = {};
   features_negotiated_ = 0;
   return in_flight_;
@@ -177,13 +177,19 @@ void VirtioBlock::process(std::uint16_t index) noexcept {
 }
 
 void VirtioBlock::answer(std::uint16_t index) noexcept {
-  if (!queues_[index].has_unsignalled_used() || held(index)) return;
-  if (coalesce_.count() == 0) {
-    if (queues_[index].needs_signal()) transport_->signal_queue(index);
+  SplitQueue& queue = queues_[index];
+  if (!queue.has_unsignalled_used() || held(index)) return;
+  Coalescing& c = coalescing_[index];
+  if (coalesce_.count() == 0 || (!c.at_depth && c.signalled_at_once < kCoalescingProbeEvery)) {
+    if (queue.needs_signal()) {
+      transport_->signal_queue(index);
+      ++c.signalled_at_once;
+    }
+    c.answered_used = queue.next_used();
     return;
   }
   held_ |= std::uint64_t{1} << index;
-  release_at_[index] = clock_() + coalesce_;
+  c.release_at = clock_() + coalesce_;
   if (on_hold_) on_hold_();
 }
 
@@ -191,17 +197,30 @@ std::optional<std::chrono::nanoseconds> VirtioBlock::release_due(std::chrono::na
   std::lock_guard lock(*lock_);
   for (std::uint64_t due = held_; due != 0; due &= due - 1) {
     const auto q = static_cast<std::uint16_t>(std::countr_zero(due));
-    if (release_at_[q] > now) continue;
+    Coalescing& c = coalescing_[q];
+    if (c.release_at > now) continue;
     held_ &= ~(std::uint64_t{1} << q);
+    // More than one completion to announce, or chains posted while the
+    // interrupt waited: the driver keeps several requests going, and the
+    // next completion is held at once.
+    c.at_depth = static_cast<std::uint16_t>(queues_[q].next_used() - c.answered_used) > 1 ||
+                 queues_[q].available() > 0;
+    c.signalled_at_once = 0;
+    c.answered_used = queues_[q].next_used();
     if (queues_[q].needs_signal()) transport_->signal_queue(q);
     process(q);  // what the driver posted meanwhile, and notifications on again
   }
   std::optional<std::chrono::nanoseconds> next;
   for (std::uint64_t w = held_; w != 0; w &= w - 1) {
-    const std::chrono::nanoseconds at = release_at_[std::countr_zero(w)];
+    const std::chrono::nanoseconds at = coalescing_[std::countr_zero(w)].release_at;
     if (!next || at < *next) next = at;
   }
   return next;
+}
+
+void VirtioBlock::forget_coalescing() noexcept {
+  held_ = 0;
+  std::fill(coalescing_.begin(), coalescing_.end(), Coalescing{});
 }
 
 bool VirtioBlock::in_range(std::uint64_t sector, std::uint64_t sectors) const noexcept {

@@ -38,15 +38,20 @@
 // full, the device stops taking chains, and every queue that stopped
 // resumes on the next completion.
 //
-// Interrupt coalescing (Options::coalesce, off by default): a queue's
-// interrupt waits that long after the first completion it would announce,
-// so that the completions of the interval share it; the driver's
+// Interrupt coalescing (Options::coalesce, off by default), adaptive. A
+// held interrupt waits one interval after the completion that began it, so
+// that the completions of the interval share it; the driver's
 // notifications of that queue stay off meanwhile, and when the interval
 // ends (release_due()) the queue is signalled and the chains posted
 // meanwhile are taken in one go. Every interrupt and every notification is
 // a VM exit; at depth the guest then hears of many completions, and posts
-// many requests, per exit. The price is latency: up to the interval on
-// every request, at depth one too (what a NIC's rx-usecs trades).
+// many requests, per exit. A queue holds while its last held interrupt
+// announced more than one completion, or found chains posted while it
+// waited (either way the driver keeps several requests going);
+// otherwise it signals at once, and holds one interrupt in every
+// kCoalescingProbeEvery to find out whether depth came back. The device
+// cannot tell depth from the rings alone: a backend that completes before
+// the guest posts its next request looks the same at depth 1 and 32.
 #pragma once
 
 #include <sys/uio.h>
@@ -86,6 +91,8 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   static constexpr std::uint32_t kMaxDiscardSectors = 0x3F'FFFF;  // 2 GiB - 512 in one request
   static constexpr std::uint32_t kDiscardAlignment = 8;           // sectors (4 KiB)
   static constexpr std::uint32_t kConfigSize = 60;
+  // Interrupts sent at once between two probing holds (coalescing).
+  static constexpr std::uint32_t kCoalescingProbeEvery = 32;
 
   struct Options {
     std::string serial;               // GET_ID: up to 20 bytes, zero padded
@@ -140,7 +147,15 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
     std::vector<iovec> iov;
   };
 
+  struct Coalescing {
+    std::chrono::nanoseconds release_at{0};  // while held
+    std::uint16_t answered_used = 0;         // the used index when last signalled or released
+    std::uint32_t signalled_at_once = 0;     // since the last hold
+    bool at_depth = false;                   // the last interval gathered more than one
+  };
+
   void complete(std::span<const BlockDone> batch) noexcept override;
+  void forget_coalescing() noexcept;
   // After `queue` handed chains back: signals it now, or holds the signal
   // (coalescing).
   void answer(std::uint16_t queue) noexcept;
@@ -176,8 +191,8 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   std::uint64_t features_negotiated_ = 0;
   bool active_ = false;
   bool broken_ = false;
-  std::uint64_t held_ = 0;  // bit q: queue q's signal waits for its release_at
-  std::vector<std::chrono::nanoseconds> release_at_;  // per queue, while held
+  std::uint64_t held_ = 0;  // bit q: queue q's interrupt waits for its release_at
+  std::vector<Coalescing> coalescing_;  // per queue
   std::uint64_t epoch_ = 0;
   std::vector<Slot> slots_;
   std::vector<std::uint32_t> free_slots_;

@@ -223,10 +223,12 @@ TEST(VirtioPci, CompletionsReportedTogetherInterruptOnce) {
   EXPECT_EQ(rig.msi.vectors(), (std::vector<std::uint8_t>{0x41, 0x41, 0x41})) << "reported apart: one each";
 }
 
-// Coalescing (--disk ...,coalesce-us=N): the first completion starts the
-// interval; everything that completes within it shares one interrupt at
-// its end, the driver is not asked to notify meanwhile, and what it posted
-// silently is taken when the interrupt goes.
+// Coalescing (--disk ...,coalesce-us=N). A held interrupt waits one
+// interval from the completion that began it; everything that completes
+// within it shares it, the driver is not asked to notify meanwhile, and what
+// it posted silently is taken when the interrupt goes. Lone requests are
+// signalled at once, with one probing hold in every kCoalescingProbeEvery;
+// a hold that gathered more than one completion keeps the queue holding.
 struct CoalescingRig {
   static constexpr std::chrono::microseconds kInterval{100};
   std::chrono::nanoseconds now{std::chrono::seconds(7)};
@@ -241,22 +243,67 @@ struct CoalescingRig {
     rig.driver.setup_queue(/*vector=*/1);
     rig.driver.driver_ok();
   }
+  // The driver took everything and asks to hear of the next completion.
+  void rearm() { rig.driver.ring().set_used_event(rig.driver.ring().used_idx()); }
+  std::size_t interrupts() { return rig.msi.vectors().size(); }
+  // One request at a time, each signalled at once, up to the probe.
+  void lone_requests(unsigned n) {
+    for (unsigned i = 0; i < n; ++i) {
+      rig.post(i % 16, VirtioBlock::kTypeFlush, 0, 0, false);
+      rig.driver.kick();
+      const std::size_t before = interrupts();
+      ASSERT_EQ(rig.backend.complete(), 1u);
+      ASSERT_EQ(interrupts(), before + 1) << "lone request " << i << " is signalled at once";
+      rearm();
+      now += std::chrono::microseconds(500);
+    }
+  }
 };
 
-TEST(VirtioCoalescing, CompletionsOfTheIntervalShareOneInterruptAtItsEnd) {
+TEST(VirtioCoalescing, LoneRequestsAreSignalledAtOnceAndOneInThirtyTwoProbes) {
+  CoalescingRig c;
+  c.lone_requests(VirtioBlock::kCoalescingProbeEvery);
+  EXPECT_EQ(c.holds, 0u);
+  const auto probe = c.rig.post(0, VirtioBlock::kTypeFlush, 0, 0, false);
+  c.rig.driver.kick();
+  ASSERT_EQ(c.rig.backend.complete(), 1u);
+  EXPECT_EQ(c.holds, 1u) << "the probe";
+  EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery);
+  EXPECT_EQ(c.rig.status_of(probe), VirtioBlock::kStatusOk) << "done, and in the used ring";
+  EXPECT_EQ(c.rig.block.release_due(c.now + CoalescingRig::kInterval), std::nullopt);
+  EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery + 1u);
+  c.rearm();
+  c.lone_requests(VirtioBlock::kCoalescingProbeEvery);  // one completion in the probe: no depth, at once again
+  EXPECT_EQ(c.holds, 1u);
+
+  // The next probe finds a chain the driver posted while it waited: depth.
+  c.rig.post(0, VirtioBlock::kTypeFlush, 0, 0, false);
+  c.rig.driver.kick();
+  ASSERT_EQ(c.rig.backend.complete(), 1u);
+  EXPECT_EQ(c.holds, 2u);
+  const auto silent = c.rig.post(1, VirtioBlock::kTypeFlush, 0, 0, false);
+  EXPECT_EQ(c.rig.block.release_due(c.now + CoalescingRig::kInterval), std::nullopt);
+  c.rearm();
+  ASSERT_EQ(c.rig.backend.complete(), 1u) << "taken at the release";
+  EXPECT_EQ(c.rig.status_of(silent), VirtioBlock::kStatusOk);
+  EXPECT_EQ(c.holds, 3u) << "held at once: the driver keeps requests going";
+}
+
+TEST(VirtioCoalescing, AtDepthCompletionsOfTheIntervalShareOneInterruptAtItsEnd) {
   CoalescingRig c;
   auto& d = c.rig.driver;
   auto& backend = c.rig.backend;
+  c.lone_requests(VirtioBlock::kCoalescingProbeEvery);
+  const std::uint16_t base = d.ring().used_idx();
   const auto started = c.now;
   c.rig.post(0, VirtioBlock::kTypeFlush, 0, 0, false);
   c.rig.post(1, VirtioBlock::kTypeFlush, 0, 0, false);
   d.kick();
   const std::uint16_t armed = d.ring().avail_event();
-  ASSERT_EQ(armed, 2) << "notify me at the next chain";
   c.now += std::chrono::microseconds(10);
   ASSERT_EQ(backend.complete(), 1u);
-  EXPECT_EQ(d.ring().used_idx(), 1) << "the driver can see it at once";
-  EXPECT_TRUE(c.rig.msi.vectors().empty()) << "but is not interrupted yet";
+  EXPECT_EQ(d.ring().used_idx(), base + 1) << "the driver can see it at once";
+  EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery) << "but is not interrupted yet";
   EXPECT_EQ(c.holds, 1u);
   c.now += std::chrono::microseconds(50);
   EXPECT_EQ(c.rig.block.release_due(c.now), started + std::chrono::microseconds(110));
@@ -265,29 +312,42 @@ TEST(VirtioCoalescing, CompletionsOfTheIntervalShareOneInterruptAtItsEnd) {
   // the device will look anyway; the next completion takes it.
   const auto third = c.rig.post(2, VirtioBlock::kTypeFlush, 0, 0, false);
   ASSERT_EQ(backend.complete(), 1u);
-  EXPECT_TRUE(c.rig.msi.vectors().empty());
   EXPECT_EQ(c.holds, 1u) << "one interval for both";
   EXPECT_EQ(d.ring().avail_event(), armed) << "notifications stay off while the interrupt waits";
   const auto fourth = c.rig.post(3, VirtioBlock::kTypeFlush, 0, 0, false);
 
   c.now = started + std::chrono::microseconds(110);
   EXPECT_EQ(c.rig.block.release_due(c.now), std::nullopt);
-  EXPECT_EQ(c.rig.msi.vectors(), (std::vector<std::uint8_t>{0x41})) << "one interrupt for both";
-  EXPECT_EQ(d.ring().avail_event(), 4) << "the release took the fourth and asks to hear of the next";
-  d.ring().set_used_event(2);  // the driver took both and asks to hear of the next
+  EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery + 1u) << "one interrupt for both";
+  EXPECT_EQ(d.ring().avail_event(), armed + 2) << "the release took the fourth and asks to hear of the next";
+  c.rearm();
   ASSERT_EQ(backend.complete_all(), 2u) << "the third and the fourth";
   EXPECT_EQ(c.rig.status_of(third), VirtioBlock::kStatusOk);
   EXPECT_EQ(c.rig.status_of(fourth), VirtioBlock::kStatusOk);
-  EXPECT_EQ(c.holds, 2u) << "their completion starts the next interval";
-  EXPECT_EQ(c.rig.msi.vectors().size(), 1u);
+  EXPECT_EQ(c.holds, 2u) << "at depth: their completion is held at once";
+  EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery + 1u);
   c.now += CoalescingRig::kInterval;
   EXPECT_EQ(c.rig.block.release_due(c.now), std::nullopt);
-  EXPECT_EQ(c.rig.msi.vectors().size(), 2u);
-  EXPECT_EQ(d.ring().used_idx(), 4);
+  EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery + 2u);
+  EXPECT_EQ(d.ring().used_idx(), base + 4);
+  c.rearm();
+
+  // Still at depth (that interrupt announced two), so a lone request waits
+  // once; announcing one, it ends the holding.
+  c.rig.post(4, VirtioBlock::kTypeFlush, 0, 0, false);
+  d.kick();
+  ASSERT_EQ(backend.complete(), 1u);
+  EXPECT_EQ(c.holds, 3u);
+  c.now += CoalescingRig::kInterval;
+  EXPECT_EQ(c.rig.block.release_due(c.now), std::nullopt);
+  c.rearm();
+  c.lone_requests(2);
+  EXPECT_EQ(c.holds, 3u);
 }
 
 TEST(VirtioCoalescing, AResetForgetsTheInterruptThatWaited) {
   CoalescingRig c;
+  c.lone_requests(VirtioBlock::kCoalescingProbeEvery);
   c.rig.post(0, VirtioBlock::kTypeFlush, 0, 0, false);
   c.rig.driver.kick();
   ASSERT_EQ(c.rig.backend.complete(), 1u);
@@ -295,7 +355,7 @@ TEST(VirtioCoalescing, AResetForgetsTheInterruptThatWaited) {
   c.rig.driver.set_status(0);
   c.now += std::chrono::seconds(1);
   EXPECT_EQ(c.rig.block.release_due(c.now), std::nullopt);
-  EXPECT_TRUE(c.rig.msi.vectors().empty()) << "no interrupt from a device the driver reset";
+  EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery) << "no interrupt from a device the driver reset";
 }
 
 // Two request queues (VIRTIO_BLK_F_MQ): each request completes on the ring

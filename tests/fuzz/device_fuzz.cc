@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -439,7 +440,9 @@ class BoardPortsRig final : public Rig {
 // the MMIO window, where BAR 0 (the virtio regions) sits until the guest
 // moves it. Events (a, b): a >> 6 == 0 shifts b into the RAM cursor (16
 // bits), 1 stores b at the cursor and advances it, 2 completes the
-// backend's request a & 7 (b != 0: with that errno), 3 completes them all.
+// backend's request a & 7 (b != 0: with that errno), 3 completes them all
+// (a even) or advances the clock b us and releases the interrupts that
+// coalescing (20 us) held and that are due (a odd).
 // Invariant: every buffer a request hands the backend lies in guest RAM.
 class PciRig final : public Rig {
  public:
@@ -447,7 +450,8 @@ class PciRig final : public Rig {
 
   PciRig()
       : memory_(devices::GuestMemory::allocate(kRam)),
-        block_(make_backend(), devices::virtio::VirtioBlock::Options{"fuzz", 16}),
+        block_(make_backend(), devices::virtio::VirtioBlock::Options{"fuzz", 16, 1, std::chrono::microseconds(20),
+                                                                     [this] { return now_; }}),
         function_(block_, memory_, msi_, &intx_, 11) {
     root_.add(1, function_);
     windows = {{&root_.config_io(), devices::pci::PciRoot::kConfigIoSize},
@@ -463,7 +467,14 @@ class PciRig final : public Rig {
         ++cursor_;
         break;
       case 2: backend_->complete(a & 7, b); break;
-      default: backend_->complete_all(); break;
+      default:
+        if ((a & 1) == 0) {
+          backend_->complete_all();
+        } else {
+          now_ += std::chrono::microseconds(b);
+          block_.release_due(now_);
+        }
+        break;
     }
   }
   void reset(timers::EventLoop&) override {
@@ -509,6 +520,7 @@ class PciRig final : public Rig {
   devices::virtio::VirtioPciFunction function_;
   devices::pci::PciRoot root_;
   std::uint16_t cursor_ = 0;
+  std::chrono::nanoseconds now_{0};
 };
 
 std::unique_ptr<Rig> make_rig(FuzzedDevice device, Environment& env) {

@@ -88,7 +88,8 @@ ProcessResult make_ext4_with_script(const TempDir& dir, const std::string& name,
 // per vCPU. The 8259 case runs one vCPU: once in CI its 2-vCPU boot printed
 // nothing for 300 s with both vCPUs in KVM_RUN (not seen again in 8 lab
 // runs; an open defect in the README). The last case coalesces interrupts
-// (every one waits 500 us for more completions to share it).
+// (coalesce-us=500: at depth, and in one probe of every 32 lone requests,
+// an interrupt waits 500 us for more completions to share it).
 struct InterruptPath {
   const char* name;
   const char* cmdline;
