@@ -103,11 +103,11 @@ void drop_sanitizer_thread([[maybe_unused]] std::multimap<std::string, ThreadSec
 #endif
 }
 
-// Newer kernels (upstream 6.13, and stable updates such as Debian's
-// 6.1.0-57) run KVM's NX huge page recovery worker as a task in the thread
-// group of the process that owns the VM, forked from a thread that runs a
-// vCPU and so carrying its filters. It runs kernel code only and never makes
-// a system call: it is KVM's, not the VMM's, and is set aside.
+// Newer kernels (upstream since 6.13; seen on a 6.18 host) run KVM's NX
+// huge page recovery worker as a task in the thread group of the process
+// that owns the VM, forked from a thread that runs a vCPU and so carrying
+// its filters. It runs kernel code only and never makes a system call: it
+// is KVM's, not the VMM's, and is set aside.
 void drop_kvm_worker(std::multimap<std::string, ThreadSeccomp>& threads) { threads.erase("kvm-nx-lpage-re"); }
 
 std::string make_disk(const TempDir& dir) {
