@@ -17,6 +17,7 @@
 #include "devices/rate_limit.h"
 #include "devices/virtio/block.h"
 #include "devices/virtio/pci_transport.h"
+#include "timers/clock.h"
 #include "vmm/kvm.h"
 #include "vmm/platform.h"
 #include "vmm/syscall_filter.h"
@@ -44,8 +45,9 @@ void drain_eventfd(int fd) noexcept {
   [[maybe_unused]] const ssize_t n = ::read(fd, &counter, sizeof counter);  // EAGAIN: nothing new
 }
 
+// VirtioBlock's default clock, which its coalescing deadlines are on.
 std::chrono::nanoseconds monotonic_now() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch());
+  return std::chrono::nanoseconds(timers::MonotonicClock::instance().now());
 }
 
 }  // namespace
@@ -94,7 +96,6 @@ VirtioDisks::VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const 
     options.queues = static_cast<std::uint16_t>(
         open.config.queues != 0 ? open.config.queues : std::clamp<unsigned>(vcpus, 1, kMaxDiskQueues));
     options.coalesce = std::chrono::microseconds(open.config.coalesce_us);
-    options.clock = monotonic_now;  // the I/O thread's deadlines are on the same clock
     options.on_hold = [this] { wake_serve(); };
     disk->block = std::make_unique<VirtioBlock>(std::move(open.file), options);
     const Platform::PciIntx intx = platform.pci_intx(slot);

@@ -9,6 +9,7 @@
 #include "devices/bus.h"
 #include "devices/error.h"
 #include "devices/rate_limit.h"
+#include "timers/clock.h"
 
 namespace vmm::devices::virtio {
 
@@ -36,8 +37,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
       queue_count_(options.queues),
       coalesce_(options.coalesce),
       clock_(options.clock ? std::move(options.clock) : [] {
-        return std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::chrono::steady_clock::now().time_since_epoch());
+        return std::chrono::nanoseconds(timers::MonotonicClock::instance().now());
       }),
       on_hold_(std::move(options.on_hold)),
       capacity_(backend_ ? backend_->size() / kSectorSize : 0),

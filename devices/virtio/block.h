@@ -99,7 +99,7 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
     std::uint16_t queue_size = 256;   // a power of two
     std::uint16_t queues = 1;         // 1 to kMaxQueues
     std::chrono::nanoseconds coalesce{0};  // the coalescing interval; 0: none
-    // Monotonic time for coalescing (steady_clock when empty).
+    // Monotonic time for coalescing (timers::MonotonicClock when empty).
     std::function<std::chrono::nanoseconds()> clock{};
     // Called, with the device's lock held, when a queue's signal starts to
     // wait: whoever calls release_due() must look again (a hold can begin
