@@ -262,10 +262,10 @@ inline LinuxRun boot_linux(KernelFormat format, unsigned cpus, const std::string
 }
 
 // The guest must exist: a missing one is a failure (the linux.guest fixture
-// builds it), and /dev/kvm must be usable (or the test skips, loudly).
+// builds it), and /dev/kvm must be usable for Linux (or the test skips, loudly).
 #define VMM_REQUIRE_LINUX_GUEST()                                                                          \
   do {                                                                                                     \
-    VMM_SKIP_UNLESS_KVM();                                                                                 \
+    VMM_SKIP_UNLESS_LINUX_KVM();                                                                           \
     if (::access(::vmm::testing::linux_initrd().c_str(), R_OK) != 0 ||                                     \
         ::access(::vmm::testing::linux_kernel(::vmm::testing::KernelFormat::pvh).c_str(), R_OK) != 0) {    \
       GTEST_FAIL() << "no Linux guest in " << ::vmm::testing::linux_guest_dir()                            \
