@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -61,6 +63,24 @@ std::string KvmSystem::open_error_message(const std::string& path, int err) {
   }
 }
 
+bool KvmSystem::cpuinfo_offers_virtualization(const std::string& cpuinfo) noexcept {
+  std::istringstream lines(cpuinfo);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line);
+    for (std::string word; words >> word;) {
+      if (word == "vmx" || word == "svm") return true;
+    }
+    return false;  // every CPU lists the same flags
+  }
+  return false;
+}
+
+const char* KvmSystem::software_only_hint() noexcept {
+  return "this host's /dev/kvm is software-only (no vmx or svm in /proc/cpuinfo): KVM cannot run every guest "
+         "instruction on it; a guest such as Debian's Linux needs a host with hardware virtualization";
+}
+
 KvmSystem::KvmSystem(const std::string& path) {
   fd_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd_) throw Error(open_error_message(path, errno));
@@ -102,6 +122,13 @@ KvmSystem::KvmSystem(const std::string& path) {
   recommended_vcpus_ = nr > 0 ? static_cast<unsigned>(nr) : 4;
   max_vcpus_ = max > 0 ? static_cast<unsigned>(max) : recommended_vcpus_;
   tsc_deadline_ = check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+  // Read once here, before any thread confines itself; unreadable counts as
+  // hardware, so that only a host known to lack it gets the hint.
+  if (std::ifstream cpuinfo("/proc/cpuinfo"); cpuinfo) {
+    std::ostringstream text;
+    text << cpuinfo.rdbuf();
+    hardware_virtualization_ = cpuinfo_offers_virtualization(text.str());
+  }
 
   // E2BIG means "more entries than you gave room for": grow and ask again.
   for (std::size_t room = 128;; room *= 2) {

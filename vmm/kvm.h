@@ -130,12 +130,24 @@ class KvmSystem {
   // The message for a failed open of `path` with `err` (exposed for tests).
   static std::string open_error_message(const std::string& path, int err);
 
+  // Whether the host CPU offers hardware virtualization (vmx or svm among
+  // /proc/cpuinfo's flags). Without it /dev/kvm is software-only (PVM and
+  // the like): the test guest runs, but KVM's emulator lacks instructions a
+  // general guest executes (Debian's Linux stops at `lock cmpxchg16b` in
+  // SLUB, and with CX16 hidden at XRSTOR).
+  bool hardware_virtualization() const noexcept { return hardware_virtualization_; }
+  // The same decision from a /proc/cpuinfo text (exposed for tests).
+  static bool cpuinfo_offers_virtualization(const std::string& cpuinfo) noexcept;
+  // One line for a guest KVM could not run on a software-only /dev/kvm.
+  static const char* software_only_hint() noexcept;
+
  private:
   UniqueFd fd_;
   std::size_t vcpu_mmap_size_ = 0;
   unsigned max_vcpus_ = 0;
   unsigned recommended_vcpus_ = 0;
   bool tsc_deadline_ = false;
+  bool hardware_virtualization_ = true;
   std::vector<kvm_cpuid_entry2> supported_cpuid_;
 };
 

@@ -95,6 +95,9 @@ int run_vm(const vmm::RunOptions& o) {
   if (outcome.end == vmm::VmEnd::guest_error || outcome.end == vmm::VmEnd::guest_panic) {
     spdlog::error("{}", outcome.message);
   }
+  if (outcome.end == vmm::VmEnd::guest_error && !kvm.hardware_virtualization()) {
+    spdlog::error("{}", vmm::KvmSystem::software_only_hint());
+  }
   return outcome.exit_status;
 }
 

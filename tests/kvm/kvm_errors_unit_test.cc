@@ -23,6 +23,18 @@ TEST(KvmErrors, PermissionDeniedSuggestsTheKvmGroup) {
   }
 }
 
+TEST(KvmErrors, OnlyVmxOrSvmAmongTheFlagsCountsAsHardwareVirtualization) {
+  const std::string head = "processor\t: 0\nvendor_id\t: AuthenticAMD\n";
+  EXPECT_TRUE(KvmSystem::cpuinfo_offers_virtualization(head + "flags\t\t: fpu vme svm lahf_lm\n"));
+  EXPECT_TRUE(KvmSystem::cpuinfo_offers_virtualization(head + "flags\t\t: fpu vmx\nbugs\t\t: spectre_v1\n"));
+  // PVM's guest kernel: the hypervisor flag, and no vmx or svm.
+  EXPECT_FALSE(KvmSystem::cpuinfo_offers_virtualization(head + "flags\t\t: fpu hypervisor cx16 xsave\n"));
+  // Only whole words of the flags line count.
+  EXPECT_FALSE(KvmSystem::cpuinfo_offers_virtualization(head + "flags\t\t: fpu svm_lock vmxx\n"));
+  EXPECT_FALSE(KvmSystem::cpuinfo_offers_virtualization(head + "vmx flags\t: ept vpid\nflags\t\t: fpu\n"));
+  EXPECT_FALSE(KvmSystem::cpuinfo_offers_virtualization(""));
+}
+
 TEST(KvmErrors, OpeningANonexistentPathThrowsTheActionableMessage) {
   try {
     KvmSystem system("/nonexistent/kvm-device");
