@@ -199,6 +199,20 @@ inline void record_lab_event(const std::string& what) {
   }
 }
 
+// True when this first attempt (attempt 1) was cut short by the lab, and so
+// is to be run once more: says so through record_lab_event, naming the test
+// and the resets. A second attempt always stands.
+inline bool lab_cut_short_first_attempt(const ProcessResult& process, const std::string& cmdline, int attempt) {
+  const std::string resets = attempt == 1 ? cut_short_by_the_lab(process, cmdline) : "";
+  if (resets.empty()) return false;
+  const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string one_line = resets;
+  std::replace(one_line.begin(), one_line.end(), '\n', ' ');
+  record_lab_event(std::string(test ? test->test_suite_name() : "?") + "." + (test ? test->name() : "?") +
+                   ": a triple fault it did not ask for; booted once more: " + one_line);
+  return true;
+}
+
 // `started` is told the vmm's pid as soon as it exists (to signal it).
 // A boot the lab cut short (cut_short_by_the_lab) is run once more when
 // nothing outlives it (no disk, no serial file, no one holding its pid)
@@ -246,14 +260,8 @@ inline LinuxRun boot_linux(KernelFormat format, unsigned cpus, const std::string
   for (int attempt = 1;; ++attempt) {
     run.process = run_process(argv, timeout, {}, started, sample_vcpus);
     ::unlink(socket.c_str());  // left behind only when the VMM was killed
-    const std::string resets = attempt == 1 && repeatable ? cut_short_by_the_lab(run.process, cmdline) : "";
-    if (resets.empty()) break;
-    first_attempt = resets;
-    const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string one_line = resets;
-    std::replace(one_line.begin(), one_line.end(), '\n', ' ');
-    record_lab_event(std::string(test ? test->test_suite_name() : "?") + "." + (test ? test->name() : "?") +
-                     ": a triple fault it did not ask for; booted once more: " + one_line);
+    if (!repeatable || !lab_cut_short_first_attempt(run.process, cmdline, attempt)) break;
+    first_attempt = cut_short_by_the_lab(run.process, cmdline);
   }
   // Should the second boot fail too, its transcript says what ended the first.
   if (!first_attempt.empty()) run.process.err = "(a first boot, run again: " + first_attempt + ")\n" + run.process.err;
