@@ -158,7 +158,7 @@ TEST_P(LinuxDiskInterrupts, Ext4ImageReadWrittenSyncedAndCheckedByTheHost) {
                       // A lost interrupt leaves the guest waiting for its disk
                       // forever; a boot takes about 20 s in the lab.
                       std::chrono::seconds(300));
-    if (!lab_cut_short_first_attempt(run, cmdline, attempt)) break;
+    if (lab_cut_short_first_attempt(run, cmdline, attempt).empty()) break;
   }
   const std::string log = "--- guest console ---\n" + run.out + "\n--- vmm stderr ---\n" + run.err;
   ASSERT_FALSE(run.timed_out) << log;

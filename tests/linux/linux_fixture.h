@@ -199,18 +199,19 @@ inline void record_lab_event(const std::string& what) {
   }
 }
 
-// True when this first attempt (attempt 1) was cut short by the lab, and so
-// is to be run once more: says so through record_lab_event, naming the test
-// and the resets. A second attempt always stands.
-inline bool lab_cut_short_first_attempt(const ProcessResult& process, const std::string& cmdline, int attempt) {
+// The resets that cut this first attempt (attempt 1) short in the lab, so
+// that it is run once more, said through record_lab_event with the test's
+// name; empty when the attempt stands (a second one always does).
+inline std::string lab_cut_short_first_attempt(const ProcessResult& process, const std::string& cmdline,
+                                               int attempt) {
   const std::string resets = attempt == 1 ? cut_short_by_the_lab(process, cmdline) : "";
-  if (resets.empty()) return false;
+  if (resets.empty()) return resets;
   const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string one_line = resets;
   std::replace(one_line.begin(), one_line.end(), '\n', ' ');
   record_lab_event(std::string(test ? test->test_suite_name() : "?") + "." + (test ? test->name() : "?") +
                    ": a triple fault it did not ask for; booted once more: " + one_line);
-  return true;
+  return resets;
 }
 
 // `started` is told the vmm's pid as soon as it exists (to signal it).
@@ -260,8 +261,9 @@ inline LinuxRun boot_linux(KernelFormat format, unsigned cpus, const std::string
   for (int attempt = 1;; ++attempt) {
     run.process = run_process(argv, timeout, {}, started, sample_vcpus);
     ::unlink(socket.c_str());  // left behind only when the VMM was killed
-    if (!repeatable || !lab_cut_short_first_attempt(run.process, cmdline, attempt)) break;
-    first_attempt = cut_short_by_the_lab(run.process, cmdline);
+    const std::string resets = repeatable ? lab_cut_short_first_attempt(run.process, cmdline, attempt) : "";
+    if (resets.empty()) break;
+    first_attempt = resets;
   }
   // Should the second boot fail too, its transcript says what ended the first.
   if (!first_attempt.empty()) run.process.err = "(a first boot, run again: " + first_attempt + ")\n" + run.process.err;
