@@ -142,7 +142,7 @@ TEST_P(LinuxDiskInterrupts, Ext4ImageReadWrittenSyncedAndCheckedByTheHost) {
 
   const std::string image = dir.file("disk.ext4");
   const std::string cmdline =
-      std::string("console=ttyS0 panic=-1 ") + path.cmdline +
+      std::string(kLinuxBaseCmdline) + " " + path.cmdline +
       "vmm.run=mkdir,-p,/mnt vmm.run=mount,-t,ext4,/dev/vda,/mnt "
       "vmm.run=cp,/mnt/check.sh,/tmp/check.sh vmm.run=sh,/tmp/check.sh vmm.run=umount,/mnt";
   ProcessResult run;
@@ -240,8 +240,8 @@ TEST(LinuxDisk, RebootWithWritesInFlightThenEveryDiskWorksAgain) {
   const std::string ro_md5 = md5.out.substr(0, 32);
 
   const std::string cmdline =
-      "console=ttyS0 panic=-1 "
-      "vmm.run=mkdir,-p,/mnt vmm.run=mount,-t,ext4,/dev/vda,/mnt vmm.run=cp,/mnt/boot.sh,/tmp/boot.sh "
+      std::string(kLinuxBaseCmdline) +
+      " vmm.run=mkdir,-p,/mnt vmm.run=mount,-t,ext4,/dev/vda,/mnt vmm.run=cp,/mnt/boot.sh,/tmp/boot.sh "
       "vmm.run=sh,/tmp/boot.sh vmm.run=umount,/mnt vmm.reboots=1 vmm.reboot_methods=kbd";
   const ProcessResult run = run_process({VMM_BINARY, "run", "--kernel", kernel(), "--initrd", initramfs(),
                                          "--memory", "512M", "--cpus", "1", "--cmdline", cmdline, "--disk", image,
@@ -280,7 +280,7 @@ TEST(LinuxDisk, RootOnTheDiskAcrossARebootThenCleanAtPowerOff) {
   ASSERT_EQ(copy.exit_status, 0) << "copying " << linux_root_disk() << ": " << copy.err;
 
   const std::string cmdline =
-      "console=ttyS0 panic=-1 root=/dev/vda rw vmm.run=echo,boot,>>,/root/boots.txt "
+      std::string(kLinuxBaseCmdline) + " root=/dev/vda rw vmm.run=echo,boot,>>,/root/boots.txt "
       "vmm.reboots=1 vmm.reboot_methods=acpi";
   const ProcessResult run = run_process({VMM_BINARY, "run", "--kernel", kernel(), "--initrd", initramfs(),
                                          "--memory", "512M", "--cpus", "1", "--cmdline", cmdline, "--disk", image},
@@ -317,7 +317,7 @@ TEST(LinuxDisk, ARootThatCannotBeMountedIsAReportedFailure) {
   const std::string blank = dir.create("blank.img", 8 << 20);
   const ProcessResult run = run_process({VMM_BINARY, "run", "--kernel", kernel(), "--initrd", initramfs(),
                                          "--memory", "512M", "--cpus", "1", "--debug-exit", "--cmdline",
-                                         "console=ttyS0 panic=-1 root=/dev/vda", "--disk", blank},
+                                         std::string(kLinuxBaseCmdline) + " root=/dev/vda", "--disk", blank},
                                         std::chrono::seconds(900));
   const std::string log = "--- guest console ---\n" + run.out + "\n--- vmm stderr ---\n" + run.err;
   ASSERT_FALSE(run.timed_out) << log;
