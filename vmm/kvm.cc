@@ -76,6 +76,18 @@ bool KvmSystem::cpuinfo_offers_virtualization(const std::string& cpuinfo) noexce
   return false;
 }
 
+bool KvmSystem::host_offers_virtualization() noexcept {
+  try {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    if (!cpuinfo) return true;
+    std::ostringstream text;
+    text << cpuinfo.rdbuf();
+    return cpuinfo_offers_virtualization(text.str());
+  } catch (...) {
+    return true;
+  }
+}
+
 const char* KvmSystem::software_only_hint() noexcept {
   return "this host's /dev/kvm is software-only (no vmx or svm in /proc/cpuinfo): KVM cannot run every guest "
          "instruction on it; a guest such as Debian's Linux needs a host with hardware virtualization";
@@ -122,13 +134,8 @@ KvmSystem::KvmSystem(const std::string& path) {
   recommended_vcpus_ = nr > 0 ? static_cast<unsigned>(nr) : 4;
   max_vcpus_ = max > 0 ? static_cast<unsigned>(max) : recommended_vcpus_;
   tsc_deadline_ = check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
-  // Read once here, before any thread confines itself; unreadable counts as
-  // hardware, so that only a host known to lack it gets the hint.
-  if (std::ifstream cpuinfo("/proc/cpuinfo"); cpuinfo) {
-    std::ostringstream text;
-    text << cpuinfo.rdbuf();
-    hardware_virtualization_ = cpuinfo_offers_virtualization(text.str());
-  }
+  // Read once here, before any thread confines itself.
+  hardware_virtualization_ = host_offers_virtualization();
 
   // E2BIG means "more entries than you gave room for": grow and ask again.
   for (std::size_t room = 128;; room *= 2) {

@@ -136,6 +136,9 @@ class KvmSystem {
   // general guest executes (Debian's Linux stops at `lock cmpxchg16b` in
   // SLUB, and with CX16 hidden at XRSTOR).
   bool hardware_virtualization() const noexcept { return hardware_virtualization_; }
+  // The same decision, read from /proc/cpuinfo now; unreadable counts as
+  // hardware, so that only a host known to lack it is called software-only.
+  static bool host_offers_virtualization() noexcept;
   // The same decision from a /proc/cpuinfo text (exposed for tests).
   static bool cpuinfo_offers_virtualization(const std::string& cpuinfo) noexcept;
   // One line for a guest KVM could not run on a software-only /dev/kvm.

@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <sstream>
 #include <string>
 
 namespace vmm::testing {
@@ -36,28 +35,6 @@ inline std::string kvm_unusable_reason() {
 
 inline bool kvm_usable() { return kvm_unusable_reason().empty(); }
 
-// As kvm_unusable_reason(), and besides, empty only when /dev/kvm rests on
-// vmx or svm: a software-only one (PVM) runs the test guest but not
-// Debian's Linux, which dies on KVM's emulation of its `lock cmpxchg16b`
-// (tools/kvm-lab applies the same rule when it picks the host or a lab).
-inline std::string linux_kvm_unusable_reason() {
-  std::string why = kvm_unusable_reason();
-  if (!why.empty()) return why;
-  std::FILE* cpuinfo = std::fopen("/proc/cpuinfo", "re");
-  if (cpuinfo == nullptr) return "cannot read /proc/cpuinfo to tell hardware from software-only KVM";
-  char line[8192];
-  bool hardware = false;
-  while (std::fgets(line, sizeof line, cpuinfo) != nullptr) {
-    if (std::strncmp(line, "flags", 5) != 0) continue;
-    std::istringstream words(line);
-    for (std::string word; words >> word;) hardware = hardware || word == "vmx" || word == "svm";
-    break;  // every CPU lists the same flags
-  }
-  std::fclose(cpuinfo);
-  if (!hardware) return "this host's /dev/kvm is software-only (no vmx or svm: PVM), which cannot boot Debian's Linux";
-  return {};
-}
-
 }  // namespace vmm::testing
 
 // Skips (or, under VMM_NO_SKIP=1, fails) the current test with `why` unless
@@ -78,10 +55,3 @@ inline std::string linux_kvm_unusable_reason() {
 
 // The test needs a working /dev/kvm.
 #define VMM_SKIP_UNLESS_KVM() VMM_SKIP_UNLESS(::vmm::testing::kvm_usable(), ::vmm::testing::kvm_unusable_reason())
-
-// The test boots Linux: it needs a /dev/kvm on hardware virtualization.
-#define VMM_SKIP_UNLESS_LINUX_KVM()                                                     \
-  do {                                                                                  \
-    const std::string vmm_linux_kvm_why_ = ::vmm::testing::linux_kvm_unusable_reason(); \
-    VMM_SKIP_UNLESS(vmm_linux_kvm_why_.empty(), vmm_linux_kvm_why_);                    \
-  } while (0)
