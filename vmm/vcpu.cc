@@ -436,7 +436,9 @@ void VcpuThread::finish(Outcome outcome) noexcept {
       events_.poweroff_requested(index_, pending_message_);
       break;
     case Outcome::exit_fatal:
-      spdlog::error("vcpu {}: {}", index_, pending_message_);
+      // The VM ends with this message as its outcome, and whoever runs the
+      // VM reports that (vmm's main logs it once, at error).
+      spdlog::debug("vcpu {}: {}", index_, pending_message_);
       events_.fatal_error(index_, pending_message_);
       break;
     case Outcome::resume:

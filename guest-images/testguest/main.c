@@ -57,6 +57,11 @@ static uint32_t scenario_fault(void)
         lapic_send_ipi(lapic_id(), ICR_FIXED | 0x99);
         sti();
         __asm__ volatile("hlt");
+    } else if (kind && str_eq(kind, "exec-mmio")) {
+        /* Code fetched from device memory (the IOAPIC's window) is no
+         * instruction KVM can emulate: the VM must end in a guest error. */
+        kprintf("testguest: fault: jumping into the IOAPIC's MMIO window\n");
+        ((void (*)(void))0xFEC00000ull)();
     } else {
         kprintf("testguest: fault: executing ud2\n");
         __asm__ volatile("ud2");

@@ -210,6 +210,23 @@ TEST(VmmRun, GuestExceptionReachesTheDebugExitStatus) {
   EXPECT_TRUE(contains(r.out, "vector=6")) << r.out;
 }
 
+// What KVM cannot run (here: instructions fetched from device MMIO) ends
+// the VM with the guest-error status and one line saying why, not two
+// (the vCPU thread and main used to both report it).
+TEST(VmmRun, AGuestKvmCannotRunEndsWithOneErrorLine) {
+  VMM_REQUIRE_KVM();
+  const ProcessResult r = run_guest("test=fault kind=exec-mmio");
+  EXPECT_EQ(r.exit_status, 6) << "the guest-error status (README)\n" << r.out << r.err;
+  std::size_t error_lines = 0;
+  for (std::size_t at = r.err.find("vmm: error:"); at != std::string::npos; at = r.err.find("vmm: error:", at + 1)) {
+    ++error_lines;
+  }
+  // On a software-only /dev/kvm a second line names that (hint).
+  const std::size_t hint = contains(r.err, "software-only") ? 1 : 0;
+  EXPECT_EQ(error_lines, 1 + hint) << r.err;
+  EXPECT_TRUE(contains(r.err, "vcpu 0")) << r.err;
+}
+
 // Random values at every width to every device register and to stray
 // addresses: the VMM stays up, the guest finishes, the log stays bounded.
 TEST(VmmRun, AGuestWritingAnythingAnywhereLeavesTheVmmRunning) {
