@@ -9,6 +9,15 @@
 static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
 static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port)); }
 
+static inline void outw(uint16_t port, uint16_t v) { __asm__ volatile("outw %0, %1" ::"a"(v), "Nd"(port)); }
+
+static inline uint32_t inl(uint16_t port)
+{
+    uint32_t v;
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
 static inline uint8_t inb(uint16_t port)
 {
     uint8_t v;
@@ -22,6 +31,10 @@ static inline uint8_t inb(uint16_t port)
  */
 static inline uint32_t mmio_read32(uintptr_t addr) { return *(volatile uint32_t *)addr; }
 static inline void mmio_write32(uintptr_t addr, uint32_t v) { *(volatile uint32_t *)addr = v; }
+static inline uint8_t mmio_read8(uintptr_t addr) { return *(volatile uint8_t *)addr; }
+static inline void mmio_write8(uintptr_t addr, uint8_t v) { *(volatile uint8_t *)addr = v; }
+static inline uint16_t mmio_read16(uintptr_t addr) { return *(volatile uint16_t *)addr; }
+static inline void mmio_write16(uintptr_t addr, uint16_t v) { *(volatile uint16_t *)addr = v; }
 
 /*
  * A pointer to a fixed physical address (we identity map). Passing the

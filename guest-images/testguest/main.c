@@ -77,7 +77,7 @@ static const struct {
     {"boot", scenario_boot},       {"smp", scenario_smp},       {"timers", scenario_timers},
     {"retimer", scenario_retimer}, {"reboot", scenario_reboot}, {"fault", scenario_fault},
     {"chaos", scenario_chaos},     {"poweroff", scenario_poweroff}, {"pic", scenario_pic},
-    {"apicstorm", scenario_apicstorm}, {"fastest", scenario_fastest},
+    {"apicstorm", scenario_apicstorm}, {"fastest", scenario_fastest}, {"disk", scenario_disk},
 };
 
 void kmain(uint32_t start_info_pa);

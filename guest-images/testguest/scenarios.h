@@ -19,5 +19,6 @@ uint32_t scenario_poweroff(void);
 uint32_t scenario_pic(void);
 uint32_t scenario_apicstorm(void);
 uint32_t scenario_fastest(void);
+uint32_t scenario_disk(void);
 
 #endif

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -60,5 +61,11 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// Every byte of the file at `path` (empty when it cannot be read).
+inline std::vector<std::uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
 
 }  // namespace vmm::testing

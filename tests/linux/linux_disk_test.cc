@@ -31,11 +31,6 @@ std::string kernel() { return linux_kernel(KernelFormat::bzimage); }
 std::string initramfs() { return linux_initrd(); }
 
 
-std::vector<std::uint8_t> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
-
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   out << text;

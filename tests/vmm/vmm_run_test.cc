@@ -210,6 +210,40 @@ TEST(VmmRun, GuestExceptionReachesTheDebugExitStatus) {
   EXPECT_TRUE(contains(r.out, "vector=6")) << r.out;
 }
 
+// The test guest as a virtio-blk driver with nothing else around it: PCI
+// configuration through the ports, the virtio-pci capabilities, a polled
+// queue; GET_ID, a write, a flush, a read back and a read past the end, each
+// status checked by the guest. The host then finds the guest's pattern in
+// the image's sector 5 and nothing anywhere else.
+TEST(VmmRun, TheTestGuestWritesAndReadsASectorThroughVirtioBlk) {
+  VMM_REQUIRE_KVM();
+  TempDir dir("vmm-testguest-disk");
+  const std::string image = dir.create("disk.img", 1 << 20);
+  const ProcessResult r = run_guest("test=disk sector=5 serial=tg-disk-7", {"--disk", image + ",serial=tg-disk-7"});
+  EXPECT_EQ(r.exit_status, kGuestOk) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "id=tg-disk-7 capacity=2048 sectors")) << r.out;
+  const std::vector<std::uint8_t> bytes = read_file(image);
+  ASSERT_EQ(bytes.size(), 1u << 20);
+  for (std::size_t at = 0; at < bytes.size(); ++at) {
+    const bool in_sector = at / 512 == 5;
+    // The guest's pattern (guest-images/testguest/disk.c): i * 7 + sector * 13 + 1.
+    const std::uint8_t want = in_sector ? static_cast<std::uint8_t>(at % 512 * 7 + 5 * 13 + 1) : 0;
+    ASSERT_EQ(bytes[at], want) << "byte " << at << " of the image";
+  }
+}
+
+// A read-only disk: the guest must see VIRTIO_BLK_F_RO, its write must fail
+// with IOERR, and the image must be left as it was.
+TEST(VmmRun, AReadOnlyDiskRefusesTheTestGuestsWrite) {
+  VMM_REQUIRE_KVM();
+  TempDir dir("vmm-testguest-rodisk");
+  const std::string image = dir.create("disk.img", 64 << 10);
+  const ProcessResult r = run_guest("test=disk readonly", {"--disk", image + ",readonly"});
+  EXPECT_EQ(r.exit_status, kGuestOk) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "refused the write and read back unchanged")) << r.out;
+  EXPECT_TRUE(read_file(image) == std::vector<std::uint8_t>(64 << 10, 0)) << "the read-only image changed";
+}
+
 // What KVM cannot run (here: instructions fetched from device MMIO) ends
 // the VM with the guest-error status and one line saying why, not two
 // (the vCPU thread and main used to both report it).
