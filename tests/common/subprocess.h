@@ -153,6 +153,13 @@ inline ProcessResult run_process(const std::vector<std::string>& argv,
   return result;
 }
 
+// How many times `needle` occurs in `text` (overlapping ones too).
+inline std::size_t count_occurrences(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
 inline std::size_t count_lines(const std::string& text) {
   std::size_t lines = 0;
   for (char c : text) lines += c == '\n';

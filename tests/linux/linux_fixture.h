@@ -129,11 +129,7 @@ struct LinuxRun {
     }
     return std::nullopt;
   }
-  std::size_t count(const std::string& needle) const {
-    std::size_t n = 0;
-    for (std::size_t at = process.out.find(needle); at != std::string::npos; at = process.out.find(needle, at + 1)) ++n;
-    return n;
-  }
+  std::size_t count(const std::string& needle) const { return count_occurrences(process.out, needle); }
   // What to print when an expectation fails. The VMM's log comes first and,
   // when the guest booted more than once, the console lines just before each
   // later boot (a panic, a reset's cause): a CI log keeps a failure's first
