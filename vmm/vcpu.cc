@@ -225,11 +225,23 @@ void VcpuThread::kick_until_locked(std::unique_lock<std::mutex>& lock, const cha
 }
 
 void VcpuThread::notify() noexcept {
-  std::lock_guard lock(mu_);
-  // On its own thread the vCPU is between exits: before_run, which acts on
-  // whatever the notice was about, runs before its next KVM_RUN anyway.
-  if (thread_id_ == std::this_thread::get_id()) return;
-  if (state_ == VcpuState::running && request_ == Request::run) kick_locked();
+  {
+    std::lock_guard lock(mu_);
+    // On its own thread the vCPU is between exits: before_run, which acts on
+    // whatever the notice was about, runs before its next KVM_RUN anyway.
+    if (thread_id_ == std::this_thread::get_id()) return;
+    if (state_ != VcpuState::running || request_ != Request::run) return;
+    if (!idle_) {
+      kick_locked();
+      return;
+    }
+  }
+  // A halted vCPU is the common case for a timer's interrupt, and there
+  // only the wait needs ending: no signal to send and drain again, and no
+  // immediate_exit to clear. Notified after unlocking, so that the woken
+  // thread does not block at once on mu_; no wake-up is lost, since the
+  // caller changed what should_wake() reads before taking mu_ above.
+  cv_.notify_all();
 }
 
 bool VcpuThread::pause() {
@@ -410,7 +422,9 @@ void VcpuThread::wait_while_idle(std::unique_lock<std::mutex>& lock, Outcome why
   }
   // No lost wake-up: whoever makes should_wake() true then calls notify(),
   // which needs mu_, held here until the wait has begun.
+  idle_ = true;
   cv_.wait(lock, [&] { return request_ != Request::run || io_.interrupts->should_wake(wait); });
+  idle_ = false;
 }
 
 void VcpuThread::complete_pending_io() noexcept {

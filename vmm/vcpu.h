@@ -234,6 +234,8 @@ class VcpuThread {
   VcpuState state_ = VcpuState::created;
   Request request_ = Request::run;
   VcpuExit last_exit_ = VcpuExit::none;
+  // The thread waits in wait_while_idle for its APIC (out of KVM_RUN).
+  bool idle_ = false;
   std::thread::id thread_id_;
   pthread_t native_ = {};
   std::thread thread_;
