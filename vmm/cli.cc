@@ -86,7 +86,7 @@ DiskConfig parse_disk(std::string_view text) {
     const std::size_t comma = text.find(',', start);
     const std::string_view part = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     if (first) {
-      if (part.empty()) throw bad("expected PATH[,readonly][,serial=ID][,queues=N][,coalesce-us=N]");
+      if (part.empty()) throw bad("expected PATH[,readonly][,serial=ID][,queues=N][,coalesce-us=N|auto]");
       disk.path = std::string(part);
       first = false;
     } else if (part == "readonly") {
@@ -104,12 +104,18 @@ DiskConfig parse_disk(std::string_view text) {
       const std::optional<unsigned> queues = whole_number(part.substr(7), 1, kMaxDiskQueues);
       if (!queues) throw bad("queues= takes a number from 1 to " + std::to_string(kMaxDiskQueues));
       disk.queues = *queues;
+    } else if (part == "coalesce-us=auto") {
+      disk.coalesce_us = kAutoDiskCoalesceCeilingUs;
+      disk.coalesce_follows_completions = true;
     } else if (part.rfind("coalesce-us=", 0) == 0) {
       const std::optional<unsigned> us = whole_number(part.substr(12), 0, kMaxDiskCoalesceUs);
-      if (!us) throw bad("coalesce-us= takes a number of microseconds from 0 to " + std::to_string(kMaxDiskCoalesceUs));
+      if (!us) {
+        throw bad("coalesce-us= takes auto or a number of microseconds from 0 to " + std::to_string(kMaxDiskCoalesceUs));
+      }
       disk.coalesce_us = *us;
+      disk.coalesce_follows_completions = false;
     } else {
-      throw bad("unknown option '" + std::string(part) + "' (expected readonly, serial=ID, queues=N or coalesce-us=N)");
+      throw bad("unknown option '" + std::string(part) + "' (expected readonly, serial=ID, queues=N or coalesce-us=N|auto)");
     }
     if (comma == std::string_view::npos) break;
     start = comma + 1;
@@ -171,8 +177,9 @@ Command parse_command_line(const std::vector<std::string>& args) {
                 "Let the guest end the run through port 0xf4 with status (v << 1) | 1 (for test guests)");
   run->add_option("--disk", disks,
                   "A virtio-blk disk: PATH[,readonly][,serial=ID (up to 20 bytes)][,queues=N (1-64; default one per vCPU)]"
-                  "[,coalesce-us=N (an interrupt waits up to N us, 0-10000, for more completions to share it; "
-                  "default 0: off)]; repeat for more (up to 8)")
+                  "[,coalesce-us=N|auto (an interrupt waits N us, 0-10000, for more completions to share it; "
+                  "0: off; default auto: twice the recent gap between completions, at most 200 us)]; "
+                  "repeat for more (up to 8)")
       ->allow_extra_args(false);
   run->add_option("--irqchip", irqchip,
                   "Local APICs: split (default; KVM's, with the IOAPIC and PIC here) or userspace (all here)")

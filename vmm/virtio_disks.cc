@@ -50,6 +50,12 @@ std::chrono::nanoseconds monotonic_now() noexcept {
   return std::chrono::nanoseconds(timers::MonotonicClock::instance().now());
 }
 
+std::string coalescing_description(const DiskConfig& config) {
+  if (config.coalesce_us == 0) return "off";
+  if (config.coalesce_follows_completions) return fmt::format("adaptive, up to {} us", config.coalesce_us);
+  return fmt::format("{} us", config.coalesce_us);
+}
+
 }  // namespace
 
 std::vector<OpenDisk> open_disks(const std::vector<DiskConfig>& disks) {
@@ -96,6 +102,7 @@ VirtioDisks::VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const 
     options.queues = static_cast<std::uint16_t>(
         open.config.queues != 0 ? open.config.queues : std::clamp<unsigned>(vcpus, 1, kMaxDiskQueues));
     options.coalesce = std::chrono::microseconds(open.config.coalesce_us);
+    options.coalesce_follows_completions = open.config.coalesce_follows_completions;
     options.on_hold = [this] { wake_serve(); };
     disk->block = std::make_unique<VirtioBlock>(std::move(open.file), options);
     const Platform::PciIntx intx = platform.pci_intx(slot);
@@ -107,7 +114,7 @@ VirtioDisks::VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const 
     spdlog::info("virtio-blk: {} in PCI slot {} ({} sectors{}, {} queue{}, {} I/O, interrupt coalescing {})",
                  disk->path, slot, disk->block->capacity_sectors(), disk->file->read_only() ? ", read-only" : "",
                  options.queues, options.queues == 1 ? "" : "s", disk->file->direct_io() ? "direct" : "buffered",
-                 open.config.coalesce_us == 0 ? std::string("off") : fmt::format("{} us", open.config.coalesce_us));
+                 coalescing_description(open.config));
     disks_.push_back(std::move(disk));
     ++slot;
   }

@@ -36,6 +36,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
       queue_size_(options.queue_size),
       queue_count_(options.queues),
       coalesce_(options.coalesce),
+      coalesce_follows_completions_(options.coalesce_follows_completions),
       clock_(options.clock ? std::move(options.clock) : [] {
         return std::chrono::nanoseconds(timers::MonotonicClock::instance().now());
       }),
@@ -189,7 +190,7 @@ void VirtioBlock::answer(std::uint16_t index) noexcept {
     return;
   }
   held_ |= std::uint64_t{1} << index;
-  c.release_at = clock_() + coalesce_;
+  c.release_at = clock_() + hold_interval(c);
   if (on_hold_) on_hold_();
 }
 
@@ -219,6 +220,12 @@ std::optional<std::chrono::nanoseconds> VirtioBlock::release_due(std::chrono::na
     if (!next || at < *next) next = at;
   }
   return next;
+}
+
+std::chrono::nanoseconds VirtioBlock::hold_interval(const Coalescing& c) const noexcept {
+  // No gap measured yet: the ceiling, as a fixed interval would.
+  if (!coalesce_follows_completions_ || c.gap.count() == 0) return coalesce_;
+  return std::min(coalesce_, c.gap * kCoalescingGapsPerHold);
 }
 
 void VirtioBlock::forget_coalescing() noexcept {
@@ -367,6 +374,19 @@ void VirtioBlock::complete(std::span<const BlockDone> batch) noexcept {
     finish(slot.queue, slot.head, slot.status, done.result < 0 ? kStatusIoErr : kStatusOk,
            done.result < 0 ? 1 : slot.written);
     answered |= std::uint64_t{1} << slot.queue;
+  }
+  if (coalesce_follows_completions_ && answered != 0) {
+    // One sample per batch: completions that arrive together are one event
+    // to the guest, which hears of them in one interrupt anyway.
+    const std::chrono::nanoseconds now = clock_();
+    for (std::uint64_t q = answered; q != 0; q &= q - 1) {
+      Coalescing& c = coalescing_[std::countr_zero(q)];
+      if (c.last_completion.count() != 0) {
+        const std::chrono::nanoseconds gap = now - c.last_completion;
+        c.gap = c.gap.count() == 0 ? gap : c.gap + (gap - c.gap) / kGapAverageWeight;
+      }
+      c.last_completion = now;
+    }
   }
   // Each queue answered takes the chains that waited for a slot and signals
   // the driver once for the whole batch; queues that stopped for want of a

@@ -52,6 +52,11 @@
 // kCoalescingProbeEvery to find out whether depth came back. The device
 // cannot tell depth from the rings alone: a backend that completes before
 // the guest posts its next request looks the same at depth 1 and 32.
+// The interval is fixed, or (coalesce_follows_completions) twice the
+// queue's recent gap between completions with Options::coalesce as its
+// ceiling: where completions come every few microseconds a hold lasts a
+// few microseconds, and it only grows to the ceiling where they are slow,
+// where each saved exit is worth the most.
 #pragma once
 
 #include <sys/uio.h>
@@ -93,18 +98,27 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   static constexpr std::uint32_t kConfigSize = 60;
   // Interrupts sent at once between two probing holds (coalescing).
   static constexpr std::uint32_t kCoalescingProbeEvery = 32;
+  // An adaptive hold lasts this many recent gaps between completions: long
+  // enough to gather a second completion at depth, and short where the
+  // disk is fast (a hold delays a completion by at most this many gaps).
+  static constexpr int kCoalescingGapsPerHold = 2;
+  // Weight of the newest gap in the running average: 1/kGapAverageWeight.
+  static constexpr int kGapAverageWeight = 8;
 
   struct Options {
     std::string serial;               // GET_ID: up to 20 bytes, zero padded
     std::uint16_t queue_size = 256;   // a power of two
     std::uint16_t queues = 1;         // 1 to kMaxQueues
-    std::chrono::nanoseconds coalesce{0};  // the coalescing interval; 0: none
+    std::chrono::nanoseconds coalesce{0};  // the coalescing interval (its ceiling if adaptive); 0: none
     // Monotonic time for coalescing (timers::MonotonicClock when empty).
     std::function<std::chrono::nanoseconds()> clock{};
     // Called, with the device's lock held, when a queue's signal starts to
     // wait: whoever calls release_due() must look again (a hold can begin
     // on any thread that notifies).
     std::function<void()> on_hold{};
+    // The interval follows the queue: kCoalescingGapsPerHold times the recent
+    // gap between its completions, never more than `coalesce`.
+    bool coalesce_follows_completions = false;
   };
 
   // Takes the backend (destroyed first in ~VirtioBlock, which waits for
@@ -152,10 +166,14 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
     std::uint16_t answered_used = 0;         // the used index when last signalled or released
     std::uint32_t signalled_at_once = 0;     // since the last hold
     bool at_depth = false;                   // the last interval gathered more than one
+    std::chrono::nanoseconds last_completion{0};  // adaptive: when a batch last completed here
+    std::chrono::nanoseconds gap{0};              // adaptive: running average between batches; 0: none yet
   };
 
   void complete(std::span<const BlockDone> batch) noexcept override;
   void forget_coalescing() noexcept;
+  // How long a hold of `queue` lasts.
+  std::chrono::nanoseconds hold_interval(const Coalescing& c) const noexcept;
   // After `queue` handed chains back: signals it now, or holds the signal
   // (coalescing).
   void answer(std::uint16_t queue) noexcept;
@@ -177,6 +195,7 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   const std::uint16_t queue_size_;
   const std::uint16_t queue_count_;
   const std::chrono::nanoseconds coalesce_;
+  const bool coalesce_follows_completions_;
   const std::function<std::chrono::nanoseconds()> clock_;
   const std::function<void()> on_hold_;
   const std::uint64_t capacity_;  // sectors

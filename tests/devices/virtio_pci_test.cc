@@ -232,10 +232,13 @@ TEST(VirtioPci, CompletionsReportedTogetherInterruptOnce) {
 struct CoalescingRig {
   static constexpr std::chrono::microseconds kInterval{100};
   std::chrono::nanoseconds now{std::chrono::seconds(7)};
+  std::chrono::nanoseconds step{std::chrono::microseconds(500)};  // between lone requests
   unsigned holds = 0;
-  BlockRig rig{VirtioBlock::Options{"disk-0", 64, 1, kInterval, [this] { return now; }, [this] { ++holds; }}};
+  BlockRig rig;
 
-  CoalescingRig() {
+  explicit CoalescingRig(bool follows_completions = false)
+      : rig(VirtioBlock::Options{"disk-0", 64, 1, kInterval, [this] { return now; }, [this] { ++holds; },
+                                 follows_completions}) {
     enable_msix(rig, 2);
     rig.driver.set_status(0);
     EXPECT_TRUE(rig.driver.negotiate(BlockRig::kFeatures));
@@ -255,10 +258,44 @@ struct CoalescingRig {
       ASSERT_EQ(rig.backend.complete(), 1u);
       ASSERT_EQ(interrupts(), before + 1) << "lone request " << i << " is signalled at once";
       rearm();
-      now += std::chrono::microseconds(500);
+      now += step;
     }
   }
+  // The next lone request's completion begins a probing hold.
+  void probe() {
+    rig.post(0, VirtioBlock::kTypeFlush, 0, 0, false);
+    rig.driver.kick();
+    const unsigned before = holds;
+    ASSERT_EQ(rig.backend.complete(), 1u);
+    ASSERT_EQ(holds, before + 1) << "the probe";
+  }
 };
+
+// Adaptive (the default, coalesce-us=auto): a hold lasts twice the recent
+// gap between the queue's completions, with the interval as its ceiling,
+// so that a fast disk is held for microseconds, not for the ceiling.
+TEST(VirtioCoalescing, AnAdaptiveHoldLastsTwoRecentGapsBetweenCompletionsAtMostTheCeiling) {
+  CoalescingRig fast(/*follows_completions=*/true);
+  fast.step = std::chrono::microseconds(10);
+  fast.lone_requests(VirtioBlock::kCoalescingProbeEvery);
+  const auto began = fast.now;
+  fast.probe();
+  EXPECT_EQ(fast.rig.block.release_due(began), began + std::chrono::microseconds(20));
+  EXPECT_EQ(fast.interrupts(), VirtioBlock::kCoalescingProbeEvery);
+  EXPECT_EQ(fast.rig.block.release_due(began + std::chrono::microseconds(20)), std::nullopt);
+  EXPECT_EQ(fast.interrupts(), VirtioBlock::kCoalescingProbeEvery + 1u) << "released after two gaps";
+
+  CoalescingRig slow(/*follows_completions=*/true);
+  slow.lone_requests(VirtioBlock::kCoalescingProbeEvery);  // 500 us apart: two gaps exceed the ceiling
+  slow.probe();
+  EXPECT_EQ(slow.rig.block.release_due(slow.now), slow.now + CoalescingRig::kInterval);
+
+  CoalescingRig fixed;  // coalesce-us=N: the interval, whatever the gaps
+  fixed.step = std::chrono::microseconds(10);
+  fixed.lone_requests(VirtioBlock::kCoalescingProbeEvery);
+  fixed.probe();
+  EXPECT_EQ(fixed.rig.block.release_due(fixed.now), fixed.now + CoalescingRig::kInterval);
+}
 
 TEST(VirtioCoalescing, LoneRequestsAreSignalledAtOnceAndOneInThirtyTwoProbes) {
   CoalescingRig c;

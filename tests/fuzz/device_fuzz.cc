@@ -442,7 +442,7 @@ class BoardPortsRig final : public Rig {
 // bits), 1 stores b at the cursor and advances it, 2 completes the
 // backend's request a & 7 (b != 0: with that errno), 3 completes them all
 // (a even) or advances the clock b us and releases the interrupts that
-// coalescing (20 us) held and that are due (a odd).
+// coalescing (adaptive, at most 20 us) held and that are due (a odd).
 // Invariant: every buffer a request hands the backend lies in guest RAM.
 class PciRig final : public Rig {
  public:
@@ -451,7 +451,8 @@ class PciRig final : public Rig {
   PciRig()
       : memory_(devices::GuestMemory::allocate(kRam)),
         block_(make_backend(), devices::virtio::VirtioBlock::Options{"fuzz", 16, 1, std::chrono::microseconds(20),
-                                                                     [this] { return now_; }}),
+                                                                     [this] { return now_; }, {},
+                                                                     /*coalesce_follows_completions=*/true}),
         function_(block_, memory_, msi_, &intx_, 11) {
     root_.add(1, function_);
     windows = {{&root_.config_io(), devices::pci::PciRoot::kConfigIoSize},

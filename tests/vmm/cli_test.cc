@@ -89,6 +89,7 @@ TEST(CliTest, EveryBadCommandLineIsAUsageError) {
       {"run", "--kernel", "k", "--disk", "d,coalesce-us=10001"},
       {"run", "--kernel", "k", "--disk", "d,coalesce-us=-5"},
       {"run", "--kernel", "k", "--disk", "d,coalesce-us=1ms"},
+      {"run", "--kernel", "k", "--disk", "d,coalesce-us=Auto"},
       {"run", "--kernel", "k", "--disk", "a", "--disk", "b", "--disk", "c", "--disk", "d", "--disk", "e",
        "--disk", "f", "--disk", "g", "--disk", "h", "--disk", "i"},
       {"fly"},
@@ -121,9 +122,15 @@ TEST(CliTest, Disks) {
   EXPECT_EQ(c.run.disks[0].queues, 0u) << "one per vCPU unless told";
   EXPECT_EQ(parse_disk("d,queues=1").queues, 1u);
   EXPECT_EQ(parse_disk("d,readonly,queues=64").queues, 64u);
-  EXPECT_EQ(c.run.disks[0].coalesce_us, 0u) << "no coalescing unless told";
+  EXPECT_EQ(c.run.disks[0].coalesce_us, kAutoDiskCoalesceCeilingUs) << "adaptive coalescing unless told";
+  EXPECT_TRUE(c.run.disks[0].coalesce_follows_completions);
   EXPECT_EQ(parse_disk("d,coalesce-us=200").coalesce_us, 200u);
+  EXPECT_FALSE(parse_disk("d,coalesce-us=200").coalesce_follows_completions) << "a number fixes the interval";
   EXPECT_EQ(parse_disk("d,coalesce-us=10000,queues=2").coalesce_us, 10000u);
+  EXPECT_EQ(parse_disk("d,coalesce-us=0").coalesce_us, 0u) << "off";
+  const DiskConfig automatic = parse_disk("d,coalesce-us=5,coalesce-us=auto");
+  EXPECT_EQ(automatic.coalesce_us, kAutoDiskCoalesceCeilingUs);
+  EXPECT_TRUE(automatic.coalesce_follows_completions);
 }
 
 TEST(CliTest, HelpAndVersion) {
