@@ -172,7 +172,8 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
 
   void complete(std::span<const BlockDone> batch) noexcept override;
   void forget_coalescing() noexcept;
-  // How long a hold of `queue` lasts.
+  // How long a hold of the queue whose state is `c` lasts: the fixed
+  // interval, or kCoalescingGapsPerHold gaps up to it (adaptive).
   std::chrono::nanoseconds hold_interval(const Coalescing& c) const noexcept;
   // After `queue` handed chains back: signals it now, or holds the signal
   // (coalescing).
