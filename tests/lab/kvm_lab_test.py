@@ -5,6 +5,8 @@ QEMU left behind on any way out. Cases that boot a lab take ~10 s each.
     tests/lab/kvm_lab_test.py [-k PATTERN]     (ctest label: lab)
 """
 
+import importlib.machinery
+import importlib.util
 import os
 import re
 import signal
@@ -78,6 +80,8 @@ class BadUsage(unittest.TestCase):
         self.check(lab("--timeout"), 125, ["--timeout needs a value"])
         self.check(lab("--rw", "/nonexistent/dir", "true"), 125, ["not a directory"])
         self.check(lab("--max-output", "lots", "true"), 125, ["--max-output"])
+        self.check(lab("--retry-lab-hang=0", "true"), 125, ["--retry-lab-hang must be between 1 and 9"])
+        self.check(lab("--retry-lab-hang=often", "true"), 125, ["--retry-lab-hang takes a whole number"])
 
     def test_qemu_missing(self):
         env = dict(os.environ, PATH="/nonexistent")
@@ -90,6 +94,37 @@ class BadUsage(unittest.TestCase):
             self.assertEqual(result.returncode, 122, result.stderr)
             self.assertIn("linux-image-0.0.0-0-nonexistent", result.stderr)
             self.assertEqual(os.listdir(cache), [], "a failed fetch leaves nothing in the cache")
+
+
+class TroubleOnTheConsole(unittest.TestCase):
+    """Which lab console lines end the lab as a lab death (retried), read from
+    consoles of labs that died under the Linux suite."""
+
+    @classmethod
+    def setUpClass(cls):
+        loader = importlib.machinery.SourceFileLoader("kvm_lab", LAB)
+        spec = importlib.util.spec_from_loader("kvm_lab", loader)
+        cls.kvm_lab = importlib.util.module_from_spec(spec)
+        loader.exec_module(cls.kvm_lab)
+
+    def test_first_sign_of_a_stack_overflow_is_trouble(self):
+        for line in ("[   14.538328] BUG: TASK stack guard page was hit at 00000000ec6f87e0 "
+                     "(stack is 00000000119f13d6..00000000a18c28d1)",
+                     "[   14.540324] stack guard page: 0000 [#1] PREEMPT SMP NOPTI",
+                     "[   80.913593] Thread overran stack, or stack corrupted",
+                     "[   80.912948] BUG: unable to handle page fault for address: 000000010000012b",
+                     "[  788.951801] Kernel panic - not syncing: corrupted stack end detected inside scheduler",
+                     "[  120.000000] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [vcpu-0:211]"):
+            with self.subTest(line=line):
+                self.assertRegex(line, self.kvm_lab.LAB_TROUBLE)
+
+    def test_what_a_healthy_lab_prints_is_not(self):
+        for line in ("[    7.715303] kvm [143]: vcpu0, guest rIP: 0xffffffff81073744 "
+                     "Unhandled WRMSR(0xc0010007) = 0xffff",
+                     "[    3.612303] SVM: kvm: Nested Paging enabled",
+                     "[    2.880043] x86/mm: Checked W+X mappings: passed, no W+X pages found."):
+            with self.subTest(line=line):
+                self.assertNotRegex(line, self.kvm_lab.LAB_TROUBLE)
 
 
 class InTheLab(unittest.TestCase):
@@ -157,11 +192,14 @@ class InTheLab(unittest.TestCase):
         self.assertIn("wrote more than 4194304 bytes", result.stderr)
         self.assert_no_qemu(result.stderr)
 
-    def test_lab_kernel_panic_is_detected_and_retried_once(self):
-        result = lab("--retry-lab-hang", "--", "sh", "-c", "echo c > /proc/sysrq-trigger; sleep 600", timeout=300)
+    def test_lab_kernel_panic_is_detected_and_retried_as_asked(self):
+        result = lab("--retry-lab-hang=2", "--", "sh", "-c", "echo c > /proc/sysrq-trigger; sleep 600",
+                     timeout=450)
         self.assertEqual(result.returncode, 120, result.stderr[-3000:])
-        retries = [line for line in kvm_lab_lines(result.stderr) if "retrying once in a fresh lab" in line]
-        self.assertEqual(len(retries), 1, result.stderr[-3000:])
+        retries = [line for line in kvm_lab_lines(result.stderr) if "retrying in a fresh lab" in line]
+        self.assertEqual(len(retries), 2, result.stderr[-3000:])
+        self.assertIn("(1 of 2)", retries[0])
+        self.assertIn("(2 of 2)", retries[1])
         # The first lab's panic must be recognised from its console. The fresh lab
         # panics the same way, but under load TCG can also freeze it while it boots;
         # either way it must end as a lab hang, which the status already says.
