@@ -69,6 +69,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
   if (capacity_ == 0) throw Error("virtio-blk: the disk is shorter than one 512-byte sector");
   if (coalesce_.count() < 0) throw Error("virtio-blk: a negative interrupt coalescing interval");
   coalescing_.resize(queue_count_);
+  queue_in_flight_.resize(queue_count_);
   const std::uint32_t slots = std::min<std::uint32_t>(std::uint32_t{queue_size_} * queue_count_,
                                                       backend_->max_in_flight());
   if (slots == 0) throw Error("virtio-blk: the backend accepts no requests");
@@ -125,6 +126,7 @@ std::size_t VirtioBlock::reset() noexcept {
   broken_ = false;
   starved_ = 0;
   forget_coalescing();
+  std::fill(queue_in_flight_.begin(), queue_in_flight_.end(), 0);
   queues_ = {};
   features_negotiated_ = 0;
   return in_flight_;
@@ -169,9 +171,9 @@ void VirtioBlock::process(std::uint16_t index) noexcept {
     }
     // Out of slots: stop here; the next completion resumes.
     if (!drained && free_slots_.empty()) starved_ |= std::uint64_t{1} << index;
-    // A held queue is looked at again when its signal goes: the driver
-    // need not notify until then.
-    more = drained && !held(index) && queue.enable_notification();
+    // A held queue is looked at again when its signal goes, a quiet one at
+    // its next completion: the driver need not notify until then.
+    more = drained && !held(index) && !quiet(index) && queue.enable_notification();
   }
   backend_->kick();
   answer(index);
@@ -212,11 +214,25 @@ std::optional<std::chrono::nanoseconds> VirtioBlock::release_due(std::chrono::na
     c.signalled_at_once = 0;
     c.answered_used = queues_[q].next_used();
     if (queues_[q].needs_signal()) transport_->signal_queue(q);
-    process(q);  // what the driver posted meanwhile, and notifications on again
+    if (c.at_depth && queue_in_flight_[q] > 0) {
+      quiet_ |= std::uint64_t{1} << q;
+      c.quiet_until = now + hold_interval(c);
+    }
+    process(q);  // what the driver posted meanwhile, and notifications on again unless quiet
+  }
+  for (std::uint64_t due = quiet_; due != 0; due &= due - 1) {
+    const auto q = static_cast<std::uint16_t>(std::countr_zero(due));
+    if (coalescing_[q].quiet_until > now) continue;
+    quiet_ &= ~(std::uint64_t{1} << q);
+    process(q);  // notifications on again, and what came without one
   }
   std::optional<std::chrono::nanoseconds> next;
   for (std::uint64_t w = held_; w != 0; w &= w - 1) {
     const std::chrono::nanoseconds at = coalescing_[std::countr_zero(w)].release_at;
+    if (!next || at < *next) next = at;
+  }
+  for (std::uint64_t w = quiet_; w != 0; w &= w - 1) {
+    const std::chrono::nanoseconds at = coalescing_[std::countr_zero(w)].quiet_until;
     if (!next || at < *next) next = at;
   }
   return next;
@@ -230,6 +246,7 @@ std::chrono::nanoseconds VirtioBlock::hold_interval(const Coalescing& c) const n
 
 void VirtioBlock::forget_coalescing() noexcept {
   held_ = 0;
+  quiet_ = 0;
   std::fill(coalescing_.begin(), coalescing_.end(), Coalescing{});
 }
 
@@ -355,6 +372,7 @@ void VirtioBlock::submit(BlockRequest request, std::uint16_t queue, std::uint16_
   slot.status = status;
   slot.written = written;
   ++in_flight_;
+  ++queue_in_flight_[queue];
 }
 
 void VirtioBlock::complete(std::span<const BlockDone> batch) noexcept {
@@ -366,7 +384,11 @@ void VirtioBlock::complete(std::span<const BlockDone> batch) noexcept {
     slot.busy = false;
     free_slots_.push_back(static_cast<std::uint32_t>(done.tag));
     --in_flight_;
-    if (slot.epoch != epoch_ || !active_) continue;
+    if (slot.epoch != epoch_) continue;
+    // The queue's last request back: nothing left whose completion would
+    // take what the driver posts, so it must notify again.
+    if (--queue_in_flight_[slot.queue] == 0) quiet_ &= ~(std::uint64_t{1} << slot.queue);
+    if (!active_) continue;
     if (done.result < 0 && g_request_log.allow()) {
       spdlog::warn("virtio-blk: request {} failed: {} ({} suppressed)", slot.head,
                    std::strerror(static_cast<int>(-done.result)), g_request_log.take_suppressed());

@@ -57,6 +57,14 @@
 // ceiling: where completions come every few microseconds a hold lasts a
 // few microseconds, and it only grows to the ceiling where they are slow,
 // where each saved exit is worth the most.
+// At depth the driver's notifications stay off between holds as well: a
+// queue released at depth with requests still in flight goes quiet, and
+// each completion takes what the driver posted meanwhile (the completions
+// are the polling, and they come at least as often as the interrupts the
+// driver answers by posting). Quiet ends one hold interval after the
+// release, or when the queue's last request in flight completes, and then
+// notifications are on again (looking once more for chains posted
+// without one), so a chain never waits longer than that interval.
 #pragma once
 
 #include <sys/uio.h>
@@ -168,6 +176,7 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
     bool at_depth = false;                   // the last interval gathered more than one
     std::chrono::nanoseconds last_completion{0};  // adaptive: when a batch last completed here
     std::chrono::nanoseconds gap{0};              // adaptive: running average between batches; 0: none yet
+    std::chrono::nanoseconds quiet_until{0};      // while quiet
   };
 
   void complete(std::span<const BlockDone> batch) noexcept override;
@@ -179,6 +188,7 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   // (coalescing).
   void answer(std::uint16_t queue) noexcept;
   bool held(std::uint16_t queue) const noexcept { return (held_ >> queue & 1) != 0; }
+  bool quiet(std::uint16_t queue) const noexcept { return (quiet_ >> queue & 1) != 0; }
   // Takes the chains of `queue` while slots are free, then answers it.
   void process(std::uint16_t queue) noexcept;
   // Handles one chain of `queue`: finished at once (status written, used
@@ -211,8 +221,10 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   std::uint64_t features_negotiated_ = 0;
   bool active_ = false;
   bool broken_ = false;
-  std::uint64_t held_ = 0;  // bit q: queue q's interrupt waits for its release_at
+  std::uint64_t held_ = 0;   // bit q: queue q's interrupt waits for its release_at
+  std::uint64_t quiet_ = 0;  // bit q: queue q's notifications stay off until its quiet_until
   std::vector<Coalescing> coalescing_;  // per queue
+  std::vector<std::uint32_t> queue_in_flight_;  // per queue: its requests at the backend, this epoch
   std::uint64_t epoch_ = 0;
   std::vector<Slot> slots_;
   std::vector<std::uint32_t> free_slots_;

@@ -354,13 +354,14 @@ TEST(VirtioCoalescing, AtDepthCompletionsOfTheIntervalShareOneInterruptAtItsEnd)
   const auto fourth = c.rig.post(3, VirtioBlock::kTypeFlush, 0, 0, false);
 
   c.now = started + std::chrono::microseconds(110);
-  EXPECT_EQ(c.rig.block.release_due(c.now), std::nullopt);
+  EXPECT_EQ(c.rig.block.release_due(c.now), c.now + CoalescingRig::kInterval) << "quiet until then";
   EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery + 1u) << "one interrupt for both";
-  EXPECT_EQ(d.ring().avail_event(), armed + 2) << "the release took the fourth and asks to hear of the next";
+  EXPECT_EQ(d.ring().avail_event(), armed) << "the release took the fourth; at depth, still no notifications";
   c.rearm();
   ASSERT_EQ(backend.complete_all(), 2u) << "the third and the fourth";
   EXPECT_EQ(c.rig.status_of(third), VirtioBlock::kStatusOk);
   EXPECT_EQ(c.rig.status_of(fourth), VirtioBlock::kStatusOk);
+  EXPECT_EQ(d.ring().avail_event(), armed + 2) << "nothing left in flight: the driver must notify again";
   EXPECT_EQ(c.holds, 2u) << "at depth: their completion is held at once";
   EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery + 1u);
   c.now += CoalescingRig::kInterval;
@@ -380,6 +381,42 @@ TEST(VirtioCoalescing, AtDepthCompletionsOfTheIntervalShareOneInterruptAtItsEnd)
   c.rearm();
   c.lone_requests(2);
   EXPECT_EQ(c.holds, 3u);
+}
+
+// Between holds at depth, the driver is not asked to notify either: the
+// next completion takes what it posted. Quiet lasts one hold interval from
+// the release (then what came meanwhile is taken, and the driver must
+// notify again), or until the queue has nothing in flight.
+TEST(VirtioCoalescing, AtDepthTheDriverIsNotAskedToNotifyBetweenHoldsForOneInterval) {
+  CoalescingRig c;
+  auto& d = c.rig.driver;
+  auto& backend = c.rig.backend;
+  c.lone_requests(VirtioBlock::kCoalescingProbeEvery);
+  for (std::uint16_t i = 0; i < 4; ++i) c.rig.post(i, VirtioBlock::kTypeFlush, 0, 0, false);
+  d.kick();
+  const std::uint16_t armed = d.ring().avail_event();
+  ASSERT_EQ(backend.complete(), 1u);
+  ASSERT_EQ(backend.complete(), 1u);
+  ASSERT_EQ(c.holds, 1u);
+  c.rig.post(4, VirtioBlock::kTypeFlush, 0, 0, false);  // while the interrupt waits: no notification
+  c.now += CoalescingRig::kInterval;
+  const auto released = c.now;
+  EXPECT_EQ(c.rig.block.release_due(c.now), released + CoalescingRig::kInterval) << "three in flight: quiet";
+  EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery + 1u);
+  EXPECT_EQ(backend.queued(), 3u) << "the release took the one posted during the hold";
+  EXPECT_EQ(d.ring().avail_event(), armed) << "but does not ask the driver to notify";
+  c.rearm();
+
+  const auto sixth = c.rig.post(5, VirtioBlock::kTypeFlush, 0, 0, false);  // no notification
+  c.now += std::chrono::microseconds(50);
+  EXPECT_EQ(c.rig.block.release_due(c.now), released + CoalescingRig::kInterval);
+  EXPECT_EQ(backend.queued(), 3u);
+  c.now = released + CoalescingRig::kInterval;
+  EXPECT_EQ(c.rig.block.release_due(c.now), std::nullopt);
+  EXPECT_EQ(backend.queued(), 4u) << "the sixth, taken when quiet ended";
+  EXPECT_EQ(d.ring().avail_event(), armed + 2) << "and the driver must notify again";
+  ASSERT_EQ(backend.complete_all(), 4u);
+  EXPECT_EQ(c.rig.status_of(sixth), VirtioBlock::kStatusOk);
 }
 
 TEST(VirtioCoalescing, AResetForgetsTheInterruptThatWaited) {
