@@ -6,11 +6,14 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -78,6 +81,19 @@ inline std::string describe_threads(pid_t pid) {
   return out.str();
 }
 
+// Whether child `pid` ended (a zombie, not yet reaped) within `limit`.
+inline bool wait_for_exit(pid_t pid, std::chrono::milliseconds limit) {
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return true;  // no pidfd (a kernel before 5.3): waitpid as before
+  pollfd ended = {pidfd, POLLIN, 0};
+  int ready;
+  do {
+    ready = ::poll(&ended, 1, static_cast<int>(limit.count()));
+  } while (ready < 0 && errno == EINTR);
+  ::close(pidfd);
+  return ready != 0;
+}
+
 // `started`, when given, is told the child's pid as soon as it exists (so a
 // test can signal it from another thread while its output is collected).
 // `on_timeout`, when given, is asked what to add to the error output about a
@@ -126,8 +142,15 @@ inline ProcessResult run_process(const std::vector<std::string>& argv,
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       result.timed_out = true;
-      if (on_timeout) result.err += "\n--- timed out:\n" + on_timeout(pid);
-      result.err += "\n--- timed out; the process's threads:\n" + describe_threads(pid);
+      std::string why;
+      if (on_timeout) why += "\n--- timed out:\n" + on_timeout(pid);
+      why += "\n--- timed out; the process's threads:\n" + describe_threads(pid);
+      // Said now as well: should the child then hang the test, the test
+      // runner's own timeout still shows why.
+      std::fprintf(stderr, "--- %s (pid %d) ran out of time after %lld ms%s\n", argv[0].c_str(), static_cast<int>(pid),
+                   static_cast<long long>(timeout.count()), why.c_str());
+      std::fflush(stderr);
+      result.err += why;
       ::kill(pid, SIGKILL);
       break;
     }
@@ -141,6 +164,26 @@ inline ProcessResult run_process(const std::vector<std::string>& argv,
         fds[i].fd = -1;
         --open_fds;
       }
+    }
+  }
+  // A child that outlives SIGKILL is stuck in the kernel (a KVM or file
+  // system wait that ignores signals); waiting on it for ever would turn a
+  // hang into a silent test-runner timeout, so it is waited on for a
+  // bounded time and described if it is still there.
+  // (A child that closed its output may still be running: it gets its
+  // whole timeout again.)
+  if (!wait_for_exit(pid, result.timed_out ? std::chrono::seconds(30) : std::chrono::seconds(30) + timeout)) {
+    ::kill(pid, SIGKILL);
+    if (!wait_for_exit(pid, std::chrono::seconds(30))) {
+      const std::string stuck = "\n--- " + argv[0] + " (pid " + std::to_string(pid) +
+                                ") is still there 30 s after SIGKILL; its threads:\n" + describe_threads(pid);
+      std::fputs(stuck.c_str(), stderr);
+      std::fflush(stderr);
+      result.err += stuck;
+      result.timed_out = true;
+      ::close(out_pipe[0]);
+      ::close(err_pipe[0]);
+      return result;
     }
   }
   int status = 0;
