@@ -35,15 +35,22 @@ step() { echo "== $* ($((SECONDS - started)) s)"; }
 # that the test did not cause; QEMU's guests suffer it in the same lab) is
 # booted once more by the test, which records it in VMM_LAB_EVENTS; they are
 # listed after the step, whatever its result.
+# The lab's console is kept in the build tree; when the step fails, its last
+# lines are shown (what the lab kernel said about a stuck task, say).
 kvm_ctest() {
   local progress="$PWD/build/kvm-progress-$1" events="$PWD/build/lab-events-$1" status=0
+  local console="$PWD/build/lab-console-$1"
   shift
-  rm -f "$progress" "$events"
-  VMM_LAB_EVENTS="$events" tools/kvm-lab --prefer-host --retry-lab-hang=3 --timeout 2400 --rw "$PWD/build" -- \
-    tools/ctest-resumable "$progress" "$@" || status=$?
+  rm -f "$progress" "$events" "$console"
+  VMM_LAB_EVENTS="$events" tools/kvm-lab --prefer-host --retry-lab-hang=3 --timeout 2400 --rw "$PWD/build" \
+    --console-log "$console" -- tools/ctest-resumable "$progress" "$@" || status=$?
   if [ -s "$events" ]; then
     echo "== lab events: $(wc -l < "$events") boot(s) cut short by the lab and run once more"
     cat "$events"
+  fi
+  if [ "$status" -ne 0 ] && [ -s "$console" ]; then
+    echo "== the lab's console, last 60 lines ($console)"
+    tail -n 60 "$console"
   fi
   return "$status"
 }

@@ -114,7 +114,8 @@ class TroubleOnTheConsole(unittest.TestCase):
                      "[   80.913593] Thread overran stack, or stack corrupted",
                      "[   80.912948] BUG: unable to handle page fault for address: 000000010000012b",
                      "[  788.951801] Kernel panic - not syncing: corrupted stack end detected inside scheduler",
-                     "[  120.000000] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [vcpu-0:211]"):
+                     "[  120.000000] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [vcpu-0:211]",
+                     "[  363.123456] INFO: task vcpu-1:4242 blocked for more than 120 seconds."):
             with self.subTest(line=line):
                 self.assertRegex(line, self.kvm_lab.LAB_TROUBLE)
 
