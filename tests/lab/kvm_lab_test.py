@@ -115,7 +115,8 @@ class TroubleOnTheConsole(unittest.TestCase):
                      "[   80.912948] BUG: unable to handle page fault for address: 000000010000012b",
                      "[  788.951801] Kernel panic - not syncing: corrupted stack end detected inside scheduler",
                      "[  120.000000] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [vcpu-0:211]",
-                     "[  363.123456] INFO: task vcpu-1:4242 blocked for more than 120 seconds."):
+                     "[  363.123456] INFO: task vcpu-1:4242 blocked for more than 120 seconds.",
+                     "[   42.000000] kernel BUG at mm/slub.c:448!"):
             with self.subTest(line=line):
                 self.assertRegex(line, self.kvm_lab.LAB_TROUBLE)
 
