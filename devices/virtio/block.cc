@@ -227,14 +227,14 @@ std::optional<std::chrono::nanoseconds> VirtioBlock::release_due(std::chrono::na
     process(q);  // notifications on again, and what came without one
   }
   std::optional<std::chrono::nanoseconds> next;
-  for (std::uint64_t w = held_; w != 0; w &= w - 1) {
-    const std::chrono::nanoseconds at = coalescing_[std::countr_zero(w)].release_at;
-    if (!next || at < *next) next = at;
-  }
-  for (std::uint64_t w = quiet_; w != 0; w &= w - 1) {
-    const std::chrono::nanoseconds at = coalescing_[std::countr_zero(w)].quiet_until;
-    if (!next || at < *next) next = at;
-  }
+  const auto earliest = [&](std::uint64_t queues, std::chrono::nanoseconds Coalescing::*deadline) {
+    for (; queues != 0; queues &= queues - 1) {
+      const std::chrono::nanoseconds at = coalescing_[std::countr_zero(queues)].*deadline;
+      if (!next || at < *next) next = at;
+    }
+  };
+  earliest(held_, &Coalescing::release_at);
+  earliest(quiet_, &Coalescing::quiet_until);
   return next;
 }
 
