@@ -28,13 +28,15 @@ step() { echo "== $* ($((SECONDS - started)) s)"; }
 # kernel dies or hangs (seen on its console, not a test failing) does kvm-lab
 # run the command again in a fresh lab, at most three times, and say so;
 # ctest-resumable then runs only the tests that have no result yet. A failed
-# test is not retried. Three, not one: the lab's SVM emulation killed the
+# test is not retried (but see below). Three, not one: the lab's SVM emulation killed the
 # lab kernel in 3 of 6 recent release suites (about 1,000 s of lab each),
 # and CI's run of 62093f4 failed on a dead lab even with one retry.
 # A Linux boot that the lab itself cut short (a guest CPU's triple fault
 # that the test did not cause; QEMU's guests suffer it in the same lab) is
 # booted once more by the test, which records it in VMM_LAB_EVENTS; they are
-# listed after the step, whatever its result.
+# listed after the step, whatever its result. So is a test that failed in
+# the last minutes of a lab whose kernel then died: ctest-resumable runs it
+# once more in the fresh lab.
 # The lab's console is kept in the build tree; when the step fails, its last
 # lines are shown (what the lab kernel said about a stuck task, say).
 kvm_ctest() {
@@ -45,7 +47,7 @@ kvm_ctest() {
   VMM_LAB_EVENTS="$events" tools/kvm-lab --prefer-host --retry-lab-hang=3 --timeout 2400 --rw "$PWD/build" \
     --console-log "$console" -- tools/ctest-resumable "$progress" "$@" || status=$?
   if [ -s "$events" ]; then
-    echo "== lab events: $(wc -l < "$events") boot(s) cut short by the lab and run once more"
+    echo "== lab events: $(wc -l < "$events") boot(s) or test(s) the lab cut short, run once more"
     cat "$events"
   fi
   if [ "$status" -ne 0 ] && [ -s "$console" ]; then
