@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "tests/common/subprocess.h"
 
@@ -41,6 +42,16 @@ inline std::string cut_short_by_the_lab(const ProcessResult& process, const std:
     }
   }
   return resets;
+}
+
+// Whether a run with these extra `vmm run` arguments may be run again:
+// not when something outlives it (a disk image, a serial file), nor when
+// our own LAPICs delivered its events (--irqchip), which a second run
+// would then hide.
+inline bool may_run_again(const std::vector<std::string>& extra) {
+  return std::none_of(extra.begin(), extra.end(), [](const std::string& arg) {
+    return arg.rfind("--disk", 0) == 0 || arg.rfind("--serial", 0) == 0 || arg.rfind("--irqchip", 0) == 0;
+  });
 }
 
 // Says that a boot was tried again, where the step's log will show it:

@@ -212,9 +212,7 @@ inline LinuxRun boot_linux(KernelFormat format, unsigned cpus, const std::string
     return arg == "--irqchip=userspace";
   });
   if (userspace_apics && in_nested_lab()) argv.insert(argv.begin(), {"/usr/bin/taskset", "--cpu-list", "0"});
-  const bool repeatable = !started && std::none_of(extra.begin(), extra.end(), [](const std::string& arg) {
-    return arg.rfind("--disk", 0) == 0 || arg.rfind("--serial", 0) == 0 || arg.rfind("--irqchip", 0) == 0;
-  });
+  const bool repeatable = !started && may_run_again(extra);
   LinuxRun run;
   std::string first_attempt;  // the lab's resets that made this a second boot
   for (int attempt = 1;; ++attempt) {

@@ -83,6 +83,10 @@ TEST(LabEvents, EverythingElseStands) {
       with_log("vmm: info: vm: reset (vcpu 0: i8042 reset line) 9.0 ms and 10 vCPU 0 entries\n");
   EXPECT_EQ(lab_cut_short_first_attempt(asked, "test=reboot", 1), "") << "a reset the guest asked for";
   EXPECT_FALSE(std::ifstream(events).good()) << "nothing was recorded";
+  EXPECT_TRUE(may_run_again({"--log-level", "info"}));
+  EXPECT_FALSE(may_run_again({"--disk=/tmp/image"})) << "the image outlives the run";
+  EXPECT_FALSE(may_run_again({"--serial", "file:/tmp/out"})) << "the file outlives the run";
+  EXPECT_FALSE(may_run_again({"--irqchip=userspace"})) << "our LAPICs delivered its events";
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -46,19 +45,14 @@ inline bool have_test_guest() {
 // `vmm run --kernel <guest> --memory 64M --debug-exit --cmdline "<cmdline>"
 // <extra...>`: the test guest reports its verdict through the debug-exit port.
 // A run the lab cut short (lab_events.h; its reset lines need --log-level
-// info) runs once more, as the Linux suite's boots do, unless something
-// outlives it (a disk, a serial file) or the events were our own LAPICs'
-// to deliver (--irqchip), which a second run would then hide.
+// info) runs once more, as the Linux suite's boots do, when may_run_again.
 inline ProcessResult run_guest(const std::string& cmdline, std::vector<std::string> extra = {},
                                std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
   std::vector<std::string> argv = {vmm_binary(), "run", "--kernel", test_guest(), "--memory", "64M",
                                    "--debug-exit", "--cmdline", cmdline};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  const bool repeatable = std::none_of(extra.begin(), extra.end(), [](const std::string& arg) {
-    return arg.rfind("--disk", 0) == 0 || arg.rfind("--serial", 0) == 0 || arg.rfind("--irqchip", 0) == 0;
-  });
   ProcessResult result = run_process(argv, timeout);
-  if (repeatable) {
+  if (may_run_again(extra)) {
     if (const std::string resets = lab_cut_short_first_attempt(result, cmdline, 1); !resets.empty()) {
       result = run_process(argv, timeout);
       result.err = "(a first run, run again: " + resets + ")\n" + result.err;
