@@ -82,6 +82,7 @@ class BadUsage(unittest.TestCase):
         self.check(lab("--max-output", "lots", "true"), 125, ["--max-output"])
         self.check(lab("--retry-lab-hang=0", "true"), 125, ["--retry-lab-hang must be between 1 and 9"])
         self.check(lab("--retry-lab-hang=often", "true"), 125, ["--retry-lab-hang takes a whole number"])
+        self.check(lab("--prefer-host=sometimes", "true"), 125, ["--prefer-host takes hardware or any"])
 
     def test_qemu_missing(self):
         env = dict(os.environ, PATH="/nonexistent")
