@@ -7,6 +7,7 @@ QEMU left behind on any way out. Cases that boot a lab take ~10 s each.
 
 import importlib.machinery
 import importlib.util
+import io
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 import unittest
+import unittest.mock
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 LAB = os.path.join(ROOT, "tools", "kvm-lab")
@@ -95,6 +97,63 @@ class BadUsage(unittest.TestCase):
             self.assertEqual(result.returncode, 122, result.stderr)
             self.assertIn("linux-image-0.0.0-0-nonexistent", result.stderr)
             self.assertEqual(os.listdir(cache), [], "a failed fetch leaves nothing in the cache")
+
+
+def load_kvm_lab():
+    loader = importlib.machinery.SourceFileLoader("kvm_lab", LAB)
+    spec = importlib.util.spec_from_loader("kvm_lab", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+class WhichHostKvm(unittest.TestCase):
+    """--prefer-host's decision, on a stand-in /dev/kvm and /proc/cpuinfo: a
+    software-only /dev/kvm (PVM) is taken only when the caller said any."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.kvm_lab = load_kvm_lab()
+
+    def decide(self, flags, software_ok, api_version=12, device=True):
+        real_open, real_os_open = open, os.open
+
+        def fake_open(path, *args, **kwargs):
+            if path == "/proc/cpuinfo":
+                return io.StringIO(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+            return real_open(path, *args, **kwargs)
+
+        def fake_os_open(path, flags_, *args):
+            if path != "/dev/kvm":
+                return real_os_open(path, flags_, *args)
+            if not device:
+                raise FileNotFoundError(2, "No such file or directory")
+            return real_os_open(os.devnull, os.O_RDONLY)
+
+        with unittest.mock.patch.object(self.kvm_lab, "open", fake_open, create=True), \
+                unittest.mock.patch.object(self.kvm_lab.os, "open", fake_os_open), \
+                unittest.mock.patch("fcntl.ioctl", lambda fd, request, arg: api_version):
+            return self.kvm_lab.host_kvm_usable(software_ok=software_ok)
+
+    def test_hardware_backed_is_taken_either_way(self):
+        for flags in ("svm", "vmx"):
+            for software_ok in (False, True):
+                self.assertEqual(self.decide(flags, software_ok), (True, ""))
+
+    def test_software_only_is_taken_only_when_asked(self):
+        usable, why = self.decide("hypervisor", software_ok=False)
+        self.assertFalse(usable)
+        self.assertIn("software-only", why)
+        usable, what = self.decide("hypervisor", software_ok=True)
+        self.assertTrue(usable)
+        self.assertIn("software-only PVM", what)
+
+    def test_no_device_or_a_strange_one_is_never_taken(self):
+        for software_ok in (False, True):
+            self.assertEqual(self.decide("svm", software_ok, device=False), (False, "no usable /dev/kvm"))
+            usable, why = self.decide("svm", software_ok, api_version=11)
+            self.assertFalse(usable)
+            self.assertIn("unknown API version", why)
 
 
 class TroubleOnTheConsole(unittest.TestCase):
