@@ -29,9 +29,11 @@
 // both with a timeout, for simple loops and tests.
 //
 // Threading: submit() and kick() may come from any thread (the device calls
-// them under its own lock); process_completions() from one thread at a
-// time. Lock order: the device's lock -> this object's lock; completions are
-// called with neither held by this object.
+// them under its own lock); so may process_completions(), also at once from
+// several (the I/O thread, and a vCPU thread reaping after a notification it
+// served): each reports the completions it took off the ring. Lock order:
+// the device's lock -> this object's lock; completions are called with
+// neither held by this object.
 #pragma once
 
 #include <liburing.h>
