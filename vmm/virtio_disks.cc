@@ -104,12 +104,28 @@ VirtioDisks::VirtioDisks(std::vector<OpenDisk> disks, Platform& platform, const 
     options.coalesce = std::chrono::microseconds(open.config.coalesce_us);
     options.coalesce_follows_completions = open.config.coalesce_follows_completions;
     options.on_hold = [this] { wake_serve(); };
+    options.on_depth = [this, d = disk.get()](std::uint16_t q, bool at_depth) {
+      d->shallow[q] = !at_depth;
+      if (at_depth) {
+        d->place_ioeventfd(vm_, q);
+      } else {
+        d->remove_ioeventfd(vm_, q);
+      }
+    };
+    disk->shallow.assign(options.queues, false);
     disk->block = std::make_unique<VirtioBlock>(std::move(open.file), options);
     const Platform::PciIntx intx = platform.pci_intx(slot);
     disk->function = std::make_unique<VirtioPciFunction>(*disk->block, memory, msi, intx.line, intx.gsi);
     for (unsigned q = 0; q < options.queues; ++q) disk->notify.push_back(make_eventfd("a queue notification"));
     disk->notify_address.resize(options.queues);
     disk->function->set_bar_observer(this);
+    // Notifications that arrive as MMIO exits, on the vCPU thread: after the
+    // chains went to io_uring, what it finished inline is reaped here, so the
+    // vCPU enters the guest with the interrupt already pending.
+    disk->function->set_notify_handler([d = disk.get()](std::uint16_t q) {
+      d->function->notify(q);
+      d->file->process_completions();
+    });
     platform.pci().add(slot, *disk->function);
     spdlog::info("virtio-blk: {} in PCI slot {} ({} sectors{}, {} queue{}, {} I/O, interrupt coalescing {})",
                  disk->path, slot, disk->block->capacity_sectors(), disk->file->read_only() ? ", read-only" : "",
@@ -159,11 +175,28 @@ void VirtioDisks::reset() noexcept {
   }
 }
 
-void VirtioDisks::Disk::remove_ioeventfds(const KvmVm& vm) noexcept {
-  for (std::size_t q = 0; q < notify.size(); ++q) {
-    if (notify_address[q]) vm.set_ioeventfd(notify[q].get(), *notify_address[q], kNotifyWidth, false);
-    notify_address[q].reset();
+void VirtioDisks::Disk::place_ioeventfd(const KvmVm& vm, std::size_t q) noexcept {
+  if (!bar || shallow[q] || notify_address[q]) return;
+  const std::uint64_t at = *bar + VirtioPciFunction::notify_offset(static_cast<std::uint16_t>(q));
+  const int r = vm.set_ioeventfd(notify[q].get(), at, kNotifyWidth, true);
+  if (r == 0) {
+    notify_address[q] = at;
+    return;
   }
+  static RateLimit limit;
+  if (limit.allow()) {
+    spdlog::warn("virtio-blk: {}: no ioeventfd at {:#x} ({}); notifications take MMIO exits", path, at,
+                 std::strerror(-r));
+  }
+}
+
+void VirtioDisks::Disk::remove_ioeventfd(const KvmVm& vm, std::size_t q) noexcept {
+  if (notify_address[q]) vm.set_ioeventfd(notify[q].get(), *notify_address[q], kNotifyWidth, false);
+  notify_address[q].reset();
+}
+
+void VirtioDisks::Disk::remove_ioeventfds(const KvmVm& vm) noexcept {
+  for (std::size_t q = 0; q < notify.size(); ++q) remove_ioeventfd(vm, q);
 }
 
 void VirtioDisks::on_bar_changed(devices::pci::PciFunction& function, unsigned bar,
@@ -174,20 +207,8 @@ void VirtioDisks::on_bar_changed(devices::pci::PciFunction& function, unsigned b
     // Called with the function's lock held, which is what serializes the
     // moves of one disk's ioeventfds.
     disk->remove_ioeventfds(vm_);
-    if (!address) return;
-    for (std::size_t q = 0; q < disk->notify.size(); ++q) {
-      const std::uint64_t at = *address + VirtioPciFunction::notify_offset(static_cast<std::uint16_t>(q));
-      const int r = vm_.set_ioeventfd(disk->notify[q].get(), at, kNotifyWidth, true);
-      if (r == 0) {
-        disk->notify_address[q] = at;
-      } else {
-        static RateLimit limit;
-        if (limit.allow()) {
-          spdlog::warn("virtio-blk: {}: no ioeventfd at {:#x} ({}); notifications take MMIO exits", disk->path,
-                       at, std::strerror(-r));
-        }
-      }
-    }
+    disk->bar = address;
+    for (std::size_t q = 0; q < disk->notify.size(); ++q) disk->place_ioeventfd(vm_, q);
     return;
   }
 }

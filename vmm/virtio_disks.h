@@ -19,6 +19,16 @@
 // instead and the transport serves them on the vCPU thread: slower, same
 // result.
 //
+// A queue the device finds at depth 1 (VirtioBlock's depth verdicts, with
+// coalescing on) loses its ioeventfd until depth comes back: its
+// notifications are MMIO exits, and the notifying vCPU thread takes the
+// chains, submits them, and reaps whatever io_uring finished inline (a
+// page-cache hit) before it enters the guest again, so the interrupt is
+// pending at entry and the guest never halts to wait. At depth the
+// ioeventfd and this thread overlap the I/O with the guest instead. Either
+// way a notification is one exit; a write that races a move of the
+// ioeventfd lands on one side or the other, and both serve it.
+//
 // Reset (guest reboot, VM end): reset() puts every function back to its
 // power-on state and waits until no request is in flight at io_uring any
 // more, so guest memory can be reloaded. A request in flight at a reset is
@@ -94,7 +104,13 @@ class VirtioDisks final : private devices::pci::PciBarObserver {
     std::unique_ptr<devices::virtio::VirtioPciFunction> function;
     std::vector<timers::UniqueFd> notify;                      // each queue's ioeventfd
     std::vector<std::optional<std::uint64_t>> notify_address;  // where KVM has each now
-    // Takes every ioeventfd off KVM's bus; with the function's lock held.
+    // The rest is guarded by the function's lock.
+    std::optional<std::uint64_t> bar;  // BAR 0's address, while placed
+    std::vector<bool> shallow;         // per queue: the vCPU threads serve its notifications
+    // Puts queue q's ioeventfd on KVM's bus at the BAR, unless the BAR is
+    // not placed, the queue is shallow, or it is there already.
+    void place_ioeventfd(const KvmVm& vm, std::size_t q) noexcept;
+    void remove_ioeventfd(const KvmVm& vm, std::size_t q) noexcept;
     void remove_ioeventfds(const KvmVm& vm) noexcept;
   };
 

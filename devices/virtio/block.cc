@@ -41,6 +41,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, Options options)
         return std::chrono::nanoseconds(timers::MonotonicClock::instance().now());
       }),
       on_hold_(std::move(options.on_hold)),
+      on_depth_(std::move(options.on_depth)),
       capacity_(backend_ ? backend_->size() / kSectorSize : 0),
       features_([&] {
         if (!backend_) return std::uint64_t{0};
@@ -212,6 +213,7 @@ std::optional<std::chrono::nanoseconds> VirtioBlock::release_due(std::chrono::na
     c.at_depth = static_cast<std::uint16_t>(queues_[q].next_used() - c.answered_used) > 1 ||
                  queues_[q].available() > 0;
     c.signalled_at_once = 0;
+    judge_depth(q, c.at_depth);
     c.answered_used = queues_[q].next_used();
     if (queues_[q].needs_signal()) transport_->signal_queue(q);
     if (c.at_depth && queue_in_flight_[q] > 0) {
@@ -247,7 +249,24 @@ std::chrono::nanoseconds VirtioBlock::hold_interval(const Coalescing& c) const n
 void VirtioBlock::forget_coalescing() noexcept {
   held_ = 0;
   quiet_ = 0;
+  // Whoever routed a queue by its depth puts it back as it was at power-on.
+  for (std::size_t q = 0; q < coalescing_.size(); ++q) {
+    if (coalescing_[q].shallow && on_depth_) on_depth_(static_cast<std::uint16_t>(q), true);
+  }
   std::fill(coalescing_.begin(), coalescing_.end(), Coalescing{});
+}
+
+void VirtioBlock::judge_depth(std::uint16_t q, bool at_depth) noexcept {
+  Coalescing& c = coalescing_[q];
+  if (at_depth) {
+    c.releases_at_depth_one = 0;
+    if (!c.shallow) return;
+    c.shallow = false;
+  } else {
+    if (c.shallow || ++c.releases_at_depth_one < kShallowAfterReleases) return;
+    c.shallow = true;
+  }
+  if (on_depth_) on_depth_(q, at_depth);
 }
 
 bool VirtioBlock::in_range(std::uint64_t sector, std::uint64_t sectors) const noexcept {

@@ -57,6 +57,12 @@
 // ceiling: where completions come every few microseconds a hold lasts a
 // few microseconds, and it only grows to the ceiling where they are slow,
 // where each saved exit is worth the most.
+// Depth verdicts (Options::on_depth, needs coalescing): a queue whose
+// probing holds found depth 1 kShallowAfterReleases times in a row is
+// reported shallow; the first hold that finds it at depth again reports it
+// deep, and so do activate() and reset() for every queue reported shallow.
+// The VMM routes notifications by it (vmm/virtio_disks.h: at depth 1 the
+// notifying vCPU thread serves them itself).
 // At depth the driver's notifications stay off between holds as well: a
 // queue released at depth with requests still in flight goes quiet, and
 // each completion takes what the driver posted meanwhile (the completions
@@ -112,6 +118,9 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   static constexpr int kCoalescingGapsPerHold = 2;
   // Weight of the newest gap in the running average: 1/kGapAverageWeight.
   static constexpr int kGapAverageWeight = 8;
+  // Probing holds in a row that found depth 1 before a queue is reported
+  // shallow (at one probe in kCoalescingProbeEvery interrupts: 128 requests).
+  static constexpr std::uint8_t kShallowAfterReleases = 4;
 
   struct Options {
     std::string serial;               // GET_ID: up to 20 bytes, zero padded
@@ -127,6 +136,10 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
     // The interval follows the queue: kCoalescingGapsPerHold times the recent
     // gap between its completions, never more than `coalesce`.
     bool coalesce_follows_completions = false;
+    // Called, with the device's lock held, when a queue's depth verdict
+    // changes: at_depth false once it is seen at depth 1, true when depth
+    // comes back or the queues are set up again (see above).
+    std::function<void(std::uint16_t queue, bool at_depth)> on_depth{};
   };
 
   // Takes the backend (destroyed first in ~VirtioBlock, which waits for
@@ -177,10 +190,15 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
     std::chrono::nanoseconds last_completion{0};  // adaptive: when a batch last completed here
     std::chrono::nanoseconds gap{0};              // adaptive: running average between batches; 0: none yet
     std::chrono::nanoseconds quiet_until{0};      // while quiet
+    bool shallow = false;                         // reported at depth 1 through on_depth
+    std::uint8_t releases_at_depth_one = 0;       // holds in a row that found depth 1
   };
 
   void complete(std::span<const BlockDone> batch) noexcept override;
   void forget_coalescing() noexcept;
+  // After a release found queue `q` at depth (`at_depth`) or not: updates
+  // its verdict and reports a change.
+  void judge_depth(std::uint16_t q, bool at_depth) noexcept;
   // How long a hold of the queue whose state is `c` lasts: the fixed
   // interval, or kCoalescingGapsPerHold gaps up to it (adaptive).
   std::chrono::nanoseconds hold_interval(const Coalescing& c) const noexcept;
@@ -209,6 +227,7 @@ class VirtioBlock final : public VirtioDevice, private BlockCompletion {
   const bool coalesce_follows_completions_;
   const std::function<std::chrono::nanoseconds()> clock_;
   const std::function<void()> on_hold_;
+  const std::function<void(std::uint16_t, bool)> on_depth_;
   const std::uint64_t capacity_;  // sectors
   const std::uint64_t features_;
   std::array<std::uint8_t, kConfigSize> config_{};

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <map>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -234,11 +236,13 @@ struct CoalescingRig {
   std::chrono::nanoseconds now{std::chrono::seconds(7)};
   std::chrono::nanoseconds step{std::chrono::microseconds(500)};  // between lone requests
   unsigned holds = 0;
+  std::vector<std::pair<std::uint16_t, bool>> verdicts;  // on_depth: (queue, at depth)
   BlockRig rig;
 
   explicit CoalescingRig(bool follows_completions = false)
       : rig(VirtioBlock::Options{"disk-0", 64, 1, kInterval, [this] { return now; }, [this] { ++holds; },
-                                 follows_completions}) {
+                                 follows_completions,
+                                 [this](std::uint16_t q, bool at_depth) { verdicts.emplace_back(q, at_depth); }}) {
     enable_msix(rig, 2);
     rig.driver.set_status(0);
     EXPECT_TRUE(rig.driver.negotiate(BlockRig::kFeatures));
@@ -268,6 +272,13 @@ struct CoalescingRig {
     const unsigned before = holds;
     ASSERT_EQ(rig.backend.complete(), 1u);
     ASSERT_EQ(holds, before + 1) << "the probe";
+  }  // A whole probing round at depth 1: lone requests, the probe, its release.
+  void round_at_depth_one() {
+    lone_requests(VirtioBlock::kCoalescingProbeEvery);
+    probe();
+    now += kInterval;
+    ASSERT_EQ(rig.block.release_due(now), std::nullopt);
+    rearm();
   }
 };
 
@@ -430,6 +441,60 @@ TEST(VirtioCoalescing, AResetForgetsTheInterruptThatWaited) {
   c.now += std::chrono::seconds(1);
   EXPECT_EQ(c.rig.block.release_due(c.now), std::nullopt);
   EXPECT_EQ(c.interrupts(), VirtioBlock::kCoalescingProbeEvery) << "no interrupt from a device the driver reset";
+}
+
+// Depth verdicts (vmm/virtio_disks routes a shallow queue's notifications
+// to the notifying vCPU thread): shallow after kShallowAfterReleases probes
+// in a row found depth 1, deep again at the first hold that finds depth,
+// and deep again at a reset.
+TEST(VirtioCoalescing, AQueueIsReportedShallowAfterProbesFindDepthOneAndDeepWhenDepthComesBack) {
+  using Verdicts = std::vector<std::pair<std::uint16_t, bool>>;
+  CoalescingRig c;
+  for (unsigned round = 1; round < VirtioBlock::kShallowAfterReleases; ++round) c.round_at_depth_one();
+  EXPECT_EQ(c.verdicts, Verdicts{}) << "one probe short";
+  c.round_at_depth_one();
+  EXPECT_EQ(c.verdicts, (Verdicts{{0, false}}));
+  c.round_at_depth_one();
+  EXPECT_EQ(c.verdicts, (Verdicts{{0, false}})) << "reported once";
+
+  // The next probe finds a chain the driver posted while it waited.
+  c.lone_requests(VirtioBlock::kCoalescingProbeEvery);
+  c.probe();
+  c.rig.post(1, VirtioBlock::kTypeFlush, 0, 0, false);
+  c.now += CoalescingRig::kInterval;
+  c.rig.block.release_due(c.now);
+  EXPECT_EQ(c.verdicts, (Verdicts{{0, false}, {0, true}}));
+  ASSERT_EQ(c.rig.backend.complete_all(), 1u);
+}
+
+TEST(VirtioCoalescing, DepthBetweenProbesStartsTheCountAgain) {
+  using Verdicts = std::vector<std::pair<std::uint16_t, bool>>;
+  CoalescingRig c;
+  for (unsigned round = 1; round < VirtioBlock::kShallowAfterReleases; ++round) c.round_at_depth_one();
+  // A probe that finds a chain posted while it waited: depth.
+  c.lone_requests(VirtioBlock::kCoalescingProbeEvery);
+  c.probe();
+  c.rig.post(1, VirtioBlock::kTypeFlush, 0, 0, false);
+  c.now += CoalescingRig::kInterval;
+  c.rig.block.release_due(c.now);
+  c.rearm();
+  // At depth the next completion is held at once; its release announces
+  // one: depth 1 again, the first of a new count.
+  ASSERT_EQ(c.rig.backend.complete(), 1u);
+  c.now += CoalescingRig::kInterval;
+  EXPECT_EQ(c.rig.block.release_due(c.now), std::nullopt);
+  EXPECT_EQ(c.verdicts, Verdicts{}) << "not shallow: the count started again at the depth it saw";
+}
+
+TEST(VirtioCoalescing, AResetReportsAShallowQueueDeepAgain) {
+  using Verdicts = std::vector<std::pair<std::uint16_t, bool>>;
+  CoalescingRig c;
+  for (unsigned round = 0; round < VirtioBlock::kShallowAfterReleases; ++round) c.round_at_depth_one();
+  ASSERT_EQ(c.verdicts, (Verdicts{{0, false}}));
+  c.rig.driver.set_status(0);
+  EXPECT_EQ(c.verdicts, (Verdicts{{0, false}, {0, true}})) << "back to the power-on route";
+  c.rig.driver.set_status(0);
+  EXPECT_EQ(c.verdicts.size(), 2u) << "a queue that was not shallow is not reported";
 }
 
 // Two request queues (VIRTIO_BLK_F_MQ): each request completes on the ring
