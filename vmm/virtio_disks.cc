@@ -176,6 +176,7 @@ void VirtioDisks::reset() noexcept {
 }
 
 void VirtioDisks::Disk::place_ioeventfd(const KvmVm& vm, std::size_t q) noexcept {
+  const std::optional<std::uint64_t> bar = function->bar_address();
   if (!bar || shallow[q] || notify_address[q]) return;
   const std::uint64_t at = *bar + VirtioPciFunction::notify_offset(static_cast<std::uint16_t>(q));
   const int r = vm.set_ioeventfd(notify[q].get(), at, kNotifyWidth, true);
@@ -200,14 +201,14 @@ void VirtioDisks::Disk::remove_ioeventfds(const KvmVm& vm) noexcept {
 }
 
 void VirtioDisks::on_bar_changed(devices::pci::PciFunction& function, unsigned bar,
-                                 std::optional<std::uint64_t> address, std::uint64_t) noexcept {
+                                 std::optional<std::uint64_t>, std::uint64_t) noexcept {
   if (bar != 0) return;
   for (auto& disk : disks_) {
     if (disk->function.get() != &function) continue;
     // Called with the function's lock held, which is what serializes the
     // moves of one disk's ioeventfds.
+    // The function's BAR 0 already reads as the new address.
     disk->remove_ioeventfds(vm_);
-    disk->bar = address;
     for (std::size_t q = 0; q < disk->notify.size(); ++q) disk->place_ioeventfd(vm_, q);
     return;
   }

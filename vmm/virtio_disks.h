@@ -104,11 +104,10 @@ class VirtioDisks final : private devices::pci::PciBarObserver {
     std::unique_ptr<devices::virtio::VirtioPciFunction> function;
     std::vector<timers::UniqueFd> notify;                      // each queue's ioeventfd
     std::vector<std::optional<std::uint64_t>> notify_address;  // where KVM has each now
-    // The rest is guarded by the function's lock.
-    std::optional<std::uint64_t> bar;  // BAR 0's address, while placed
-    std::vector<bool> shallow;         // per queue: the vCPU threads serve its notifications
-    // Puts queue q's ioeventfd on KVM's bus at the BAR, unless the BAR is
-    // not placed, the queue is shallow, or it is there already.
+    // Guarded by the function's lock.
+    std::vector<bool> shallow;  // per queue: the vCPU threads serve its notifications
+    // Puts queue q's ioeventfd on KVM's bus at BAR 0, unless the BAR is not
+    // decoded, the queue is shallow, or it is there already.
     void place_ioeventfd(const KvmVm& vm, std::size_t q) noexcept;
     void remove_ioeventfd(const KvmVm& vm, std::size_t q) noexcept;
     void remove_ioeventfds(const KvmVm& vm) noexcept;
